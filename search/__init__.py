@@ -1,0 +1,1 @@
+"""The search: space, objective, study storage, workers and the `hpo` command line."""
