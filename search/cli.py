@@ -24,10 +24,19 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    # Imported here so `hpo --help` stays importable while each command keeps its heavy imports lazy.
+    # Imported here, not at module top, so `hpo --help` and a command's own import stay light:
+    # each command imports TensorFlow or Optuna only inside its function.
+    from search.commands_demo import demo
     from search.commands_embed import embed
+    from search.commands_evaluate import evaluate
+    from search.commands_export import export_best
+    from search.commands_predict import predict
+    from search.commands_status import status
+    from search.commands_study import study
+    from search.commands_worker import worker
 
-    cli.add_command(embed)
+    for command in (embed, study, worker, status, export_best, evaluate, predict, demo):
+        cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:
