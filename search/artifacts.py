@@ -1,0 +1,119 @@
+"""The heads of best trials, kept as Optuna artifacts so the export ships the winning head itself.
+
+A head is saved as a Keras file (``.keras``: no pickles, loads in safe mode) into a
+``FileSystemArtifactStore``; the trial records the artifact id and its head config as user attributes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import FrozenTrial, TrialState
+
+from data.errors import StudyError
+from model.head import HeadConfig
+
+if TYPE_CHECKING:
+    import keras
+
+ARTIFACT_ATTR = "head_artifact_id"  # trial user attribute: the artifact id of the stored head
+CONFIG_ATTR = "head_config"  # trial user attribute: HeadConfig.to_dict() of the trial's head
+
+
+def artifact_store(artifact_dir: Path) -> FileSystemArtifactStore:
+    """The file-system store under ``artifact_dir`` (created if missing)."""
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(artifact_dir)
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    # All of face-hpo's objectives are maximized.
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
+
+
+def is_new_best(study: optuna.Study, values: Sequence[float]) -> bool:
+    """Whether a trial with ``values`` would be the study's best (ties count), or on its Pareto front.
+
+    Checked before the trial is told, against the trials finished so far: any trial that ends up best
+    was at least as good as every finished trial when it checked, so the best always has its head.
+    """
+    if len(values) > 1:
+        return not any(_dominates(front.values, values) for front in study.best_trials)
+    try:
+        return values[0] >= study.best_value
+    except ValueError:  # no COMPLETE trial yet
+        return True
+
+
+def store_head(trial: optuna.Trial, model: keras.Model, artifact_dir: Path) -> str:
+    """Save ``model`` as a ``.keras`` artifact of ``trial``; record and return the artifact id."""
+    with tempfile.TemporaryDirectory(prefix="hpo-head-") as scratch:
+        path = Path(scratch) / f"head-trial-{trial.number}.keras"
+        model.save(path)
+        artifact_id = upload_artifact(
+            artifact_store=artifact_store(artifact_dir), file_path=str(path), study_or_trial=trial
+        )
+    trial.set_user_attr(ARTIFACT_ATTR, artifact_id)
+    return artifact_id
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The study's best COMPLETE trial, the lowest-numbered among ties (the database orders ties at will).
+
+    For a Pareto study: the front's trial of highest mean value. Every trial this returns has a stored
+    head when workers wrote one (see `is_new_best`).
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise StudyError(f"study {study.study_name!r} has no COMPLETE trial yet; run `hpo worker` first.")
+    if len(study.directions) > 1:
+        return max(study.best_trials, key=lambda t: (sum(t.values) / len(t.values), -t.number))
+    best = max(t.values[0] for t in complete)
+    return min((t for t in complete if t.values[0] == best), key=lambda t: t.number)
+
+
+def load_best_head(
+    study: optuna.Study, artifact_dir: Path, trial: int | None = None
+) -> tuple[keras.Model, HeadConfig, FrozenTrial]:
+    """The stored head of trial number ``trial`` (default: `best_trial`), its config and the trial.
+
+    Raises StudyError when the trial is not COMPLETE or has no stored head (then retrain it from its
+    ``head_config`` instead), or when the artifact file is missing from ``artifact_dir``.
+    """
+    if trial is None:
+        chosen = best_trial(study)
+    else:
+        found = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
+        if not found or found[0].state != TrialState.COMPLETE:
+            state = found[0].state.name if found else "not in the study"
+            raise StudyError(
+                f"trial {trial} of study {study.study_name!r} is {state}; pick a COMPLETE trial."
+            )
+        chosen = found[0]
+    artifact_id = chosen.user_attrs.get(ARTIFACT_ATTR)
+    if not artifact_id:
+        raise StudyError(f"trial {chosen.number} has no stored head; use --retrain")
+    config = HeadConfig.from_dict(chosen.user_attrs[CONFIG_ATTR])
+    with tempfile.TemporaryDirectory(prefix="hpo-head-") as scratch:
+        path = Path(scratch) / "head.keras"
+        try:
+            download_artifact(
+                artifact_store=FileSystemArtifactStore(artifact_dir),
+                file_path=str(path),
+                artifact_id=artifact_id,
+            )
+        except ArtifactNotFound:
+            raise StudyError(
+                f"the head of trial {chosen.number} (artifact {artifact_id}) is not in {artifact_dir}; "
+                "point --artifacts (HPO_ARTIFACTS) at the directory the workers wrote, or use --retrain"
+            ) from None
+        import keras
+
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    return model, config, chosen

@@ -1,0 +1,169 @@
+"""`hpo study create` and `hpo study list`: make a study with its provenance; see which studies exist."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+import optuna
+
+from search.settings import resolve_settings
+from search.study import OBJECTIVES, PRUNERS, SAMPLERS, StudySettings
+
+DEFAULTS = StudySettings()
+
+
+@click.group("study")
+def study() -> None:
+    """Create and list studies (the search's shared state, in the study database)."""
+
+
+@study.command("create")
+@click.option(
+    "--storage", default=None, help="Study database URL. [env: HPO_STORAGE; default: SQLite in the workdir]"
+)
+@click.option("--study", "study_name", default=None, help="Study name. [env: HPO_STUDY; default: face-hpo]")
+@click.option(
+    "--space",
+    "space_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Search-space TOML file. [default: the packaged space, with the paper's head]",
+)
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Embedding cache the study searches on. [env: HPO_CACHE]",
+)
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), default=None, help="[env: HPO_WORKDIR; default: ./work]"
+)
+@click.option(
+    "--budget",
+    type=click.IntRange(min=1),
+    default=DEFAULTS.budget,
+    show_default=True,
+    help="Trials to finish (COMPLETE + PRUNED), counted across all workers.",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(OBJECTIVES),
+    default=DEFAULTS.objective,
+    show_default=True,
+    help="Mean balanced accuracy of the three heads, mean accuracy, or a Pareto search of the three.",
+)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default=DEFAULTS.sampler, show_default=True)
+@click.option(
+    "--pruner",
+    type=click.Choice(PRUNERS),
+    default=DEFAULTS.pruner,
+    show_default=True,
+    help="Stops poor epoch curves early (not used by --objective pareto).",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, show_default=True)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=0),
+    default=DEFAULTS.patience,
+    show_default=True,
+    help="Early-stopping patience in epochs; 0 = none.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=DEFAULTS.seed,
+    show_default=True,
+    help="Worker i samples with seed + i; trial n trains with seed + n.",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.IntRange(min=1),
+    default=DEFAULTS.heartbeat_interval,
+    show_default=True,
+    help="Seconds between a running trial's heartbeats.",
+)
+@click.option(
+    "--grace-period",
+    type=click.IntRange(min=2),
+    default=DEFAULTS.grace_period,
+    show_default=True,
+    help="Seconds without a heartbeat after which a trial is failed and queued again.",
+)
+def create(
+    storage: str | None,
+    study_name: str | None,
+    space_file: Path | None,
+    cache: Path | None,
+    workdir: Path | None,
+    **options: object,
+) -> None:
+    """Create a study on the cache, with the paper's head queued as trial 0.
+
+    Records the settings, the space (text and sha256), the cache fingerprint and the code version on
+    the study. Running it again with the same arguments does nothing; with another space, cache or
+    settings it is refused, naming each difference.
+
+    \b
+    Example:  hpo study create --storage postgresql+psycopg2://hpo:PW@db:5432/hpo --budget 300
+    """
+    from data.cache import open_cache
+    from search.space import load_space
+    from search.storage import open_storage, render_url
+    from search.study import create_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings = resolve_settings(
+        {"storage": storage, "study": study_name, "cache": cache, "workdir": workdir}, os.environ
+    )
+    study_settings = StudySettings(**options)  # type: ignore[arg-type]
+    space = load_space(space_file)
+    opened_cache = open_cache(settings.cache_dir)
+    created, is_new = create_study(
+        open_storage(settings.storage_url),
+        settings.study,
+        space=space,
+        cache=opened_cache,
+        settings=study_settings,
+    )
+    where = render_url(settings.storage_url)
+    if not is_new:
+        click.echo(
+            f"study {settings.study!r} already exists in {where} with this space, cache and settings; "
+            "nothing to do."
+        )
+        return
+    first = "trial 0 = the space's 'paper' point" if created.get_trials() else "no 'paper' point to queue"
+    click.echo(
+        f"created study {settings.study!r} in {where}: space {space.name!r} (sha256 {space.sha256[:12]}), "
+        f"budget {study_settings.budget}, objective {study_settings.objective}, {study_settings.sampler} "
+        f"sampler, {study_settings.pruner} pruner, {study_settings.epochs} epochs; {first}."
+    )
+
+
+@study.command("list")
+@click.option("--storage", default=None, help="Study database URL. [env: HPO_STORAGE]")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None, help="[env: HPO_WORKDIR]")
+def list_studies(storage: str | None, workdir: Path | None) -> None:
+    """List the studies in the database: name, objective, progress against the budget.
+
+    \b
+    Example:  hpo study list --storage sqlite:///work/study.db
+    """
+    from search.storage import open_storage
+    from search.study import SETTINGS_ATTR, open_study
+    from search.worker import progress
+
+    settings = resolve_settings({"storage": storage, "workdir": workdir}, os.environ)
+    opened = open_storage(settings.storage_url)
+    summaries = sorted(opened.get_all_studies(), key=lambda s: s.study_name)
+    if not summaries:
+        click.echo("no studies")
+    for summary in summaries:
+        recorded = summary.user_attrs.get(SETTINGS_ATTR, {})
+        done, running = progress(open_study(opened, summary.study_name))
+        click.echo(
+            f"{summary.study_name}\t{recorded.get('objective', '?')}\t{done}/{recorded.get('budget', '?')} "
+            f"finished\t{running} running"
+        )

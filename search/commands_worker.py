@@ -1,0 +1,98 @@
+"""`hpo worker`: run trials of a study until its budget is met, one process per GPU slot."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from search.settings import resolve_settings
+from search.tfquiet import import_tensorflow_quietly
+
+
+@click.command("worker")
+@click.option(
+    "--storage", default=None, help="Study database URL. [env: HPO_STORAGE; default: SQLite in the workdir]"
+)
+@click.option("--study", "study_name", default=None, help="Study name. [env: HPO_STUDY; default: face-hpo]")
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The embedding cache the study was created with. [env: HPO_CACHE]",
+)
+@click.option(
+    "--artifacts",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the heads of best trials are stored; shared by all workers. [env: HPO_ARTIFACTS]",
+)
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), default=None, help="[env: HPO_WORKDIR; default: ./work]"
+)
+@click.option(
+    "--gpus",
+    default=None,
+    help="all (every GPU nvidia-smi lists; CPU if none), a list such as 0,1, or none (CPU). [default: all]",
+)
+@click.option(
+    "--per-gpu",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Worker processes per GPU (with --gpus none: CPU processes).",
+)
+@click.option("--n-workers", type=int, default=None, help="Number of CPU worker processes (implies no GPU).")
+@click.option(
+    "--first-index",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Index of the first worker here; give each machine its own range so seeds differ.",
+)
+def worker(
+    storage: str | None,
+    study_name: str | None,
+    cache: Path | None,
+    artifacts: Path | None,
+    workdir: Path | None,
+    gpus: str | None,
+    per_gpu: int,
+    n_workers: int | None,
+    first_index: int,
+) -> None:
+    """Run trials of the study until its budget is met across all workers, then exit 0.
+
+    Each worker process loads the cache once, then trains one suggested head per trial. SIGTERM or
+    Ctrl-C ends the current trial (it is failed and queued again) and exits 0. More machines join by
+    running workers with the same --storage and a shared --artifacts directory.
+
+    \b
+    Example:  hpo worker --storage postgresql+psycopg2://hpo:PW@db:5432/hpo --gpus all --per-gpu 2
+    """
+    import_tensorflow_quietly()
+    from search.launcher import launch, visible_gpus, worker_slots
+    from search.worker import WorkerSpec
+
+    settings = resolve_settings(
+        {"storage": storage, "study": study_name, "cache": cache, "artifacts": artifacts, "workdir": workdir},
+        os.environ,
+    )
+    gpus = gpus or "all"
+    available = [] if gpus == "none" or n_workers is not None else visible_gpus()
+    slots = worker_slots(gpus, per_gpu=per_gpu, n_workers=n_workers, available=available)
+    per_device = Counter(f"GPU {slot}" if slot else "CPU" for slot in slots)
+    where = ", ".join(f"{n} on {device}" for device, n in per_device.items())
+    click.echo(f"hpo worker: {len(slots)} worker process(es): {where}", err=True)
+    spec = WorkerSpec(
+        storage_url=settings.storage_url,
+        study_name=settings.study,
+        cache_dir=settings.cache_dir,
+        artifact_dir=settings.artifact_dir,
+    )
+    code = launch(spec, slots, first_index=first_index)
+    if code:
+        sys.exit(code)

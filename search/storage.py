@@ -1,0 +1,221 @@
+"""The study database: open it, wait out a lost connection, read the workers' heartbeats.
+
+Only ``search/`` talks to the database, and within it only this module knows Optuna's tables.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
+
+import sqlalchemy
+import sqlalchemy.exc
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb import models
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
+from data.errors import StudyError
+
+RETRY_FOR = 600.0  # seconds a worker waits for a lost database before it gives up
+_FIRST_DELAY = 0.2
+_MAX_DELAY = 2.0  # short: a heartbeat waiting to retry is a heartbeat missed
+_logger = logging.getLogger("hpo.storage")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def render_url(url: str) -> str:
+    """The storage URL as it may be shown: the password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return "<not a database URL>"
+
+
+def database_location(url: str) -> str:
+    """Where the database lives, for messages: ``host:port`` or the SQLite file."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"SQLite file {parsed.database or ':memory:'}"
+    default_port = {"postgresql": "5432", "mysql": "3306"}.get(parsed.get_backend_name(), "default port")
+    return f"{parsed.host or 'localhost'}:{parsed.port or default_port}"
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) says the database could not be reached."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            return True
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _first_line(error: BaseException) -> str:
+    """The driver's own first line (Optuna wraps it in a generic "error during the commit")."""
+    seen: BaseException | None = error
+    while seen is not None and not isinstance(seen, sqlalchemy.exc.DBAPIError):
+        seen = seen.__cause__ or seen.__context__
+    cause = (
+        seen.orig if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.orig is not None else seen or error
+    )
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
+
+
+def _retrying(method: Callable[P, R]) -> Callable[P, R]:
+    """Repeat ``method`` with backoff while the database is unreachable, up to ``retry_for`` seconds."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        storage = args[0]
+        assert isinstance(storage, ResilientStorage)
+        delay, started = _FIRST_DELAY, time.monotonic()
+        while True:
+            try:
+                return method(*args, **kwargs)
+            except Exception as error:
+                if not is_connection_error(error):
+                    raise
+                if time.monotonic() - started > storage.retry_for:
+                    raise StudyError(
+                        f"lost the study database at {database_location(storage.url)} and it did not "
+                        f"come back within {storage.retry_for:.0f} s ({_first_line(error)}); "
+                        "check the database server, then start the workers again."
+                    ) from error
+                _logger.warning(
+                    "study database at %s unreachable (%s); retrying in %.1f s",
+                    database_location(storage.url),
+                    _first_line(error),
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(2 * delay, _MAX_DELAY)
+
+    return call
+
+
+class ResilientStorage(RDBStorage):
+    """An ``RDBStorage`` whose calls wait out a lost connection instead of failing the worker.
+
+    Optuna's cache layer calls some private methods of the backend, so those are wrapped too. A result
+    whose ``tell`` meets a restarting database is therefore written once the database is back.
+    """
+
+    retry_for: float = RETRY_FOR
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # Optuna never finds a trial stale that has no heartbeat row yet: a worker killed while sampling
+        # (after the trial was created, before its first heartbeat) would leave it RUNNING forever.
+        stale = super()._get_stale_trial_ids(study_id)
+        if self.heartbeat_interval is None:
+            return stale
+        grace = self.grace_period or 2 * self.heartbeat_interval
+        oldest_start = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=grace)
+        trial, beat = models.TrialModel, models.TrialHeartbeatModel
+        query = (
+            sqlalchemy.select(trial.trial_id)
+            .outerjoin(beat, beat.trial_id == trial.trial_id)
+            .where(trial.study_id == study_id, trial.state == TrialState.RUNNING)
+            .where(beat.trial_id.is_(None), trial._datetime_start_utc < oldest_start)
+        )
+        with self.engine.connect() as connection:
+            return stale + [row[0] for row in connection.execute(query)]
+
+    def heartbeat_ages(self, study_id: int) -> dict[int, float | None]:
+        """Seconds since the last heartbeat of each RUNNING trial (by trial number; None = none yet)."""
+        trial, beat = models.TrialModel, models.TrialHeartbeatModel
+        query = (
+            sqlalchemy.select(trial.number, beat.heartbeat)
+            .outerjoin(beat, beat.trial_id == trial.trial_id)
+            .where(trial.study_id == study_id, trial.state == TrialState.RUNNING)
+        )
+        with self.engine.connect() as connection:
+            now = connection.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar_one()
+            rows = connection.execute(query).all()
+        # As Optuna does: the database's clock for both, compared without time zones.
+        now = now.replace(tzinfo=None)
+        return {number: None if at is None else (now - at).total_seconds() for number, at in rows}
+
+
+for _name in (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_all_studies",
+    "_create_new_trial",
+    "_set_trial_param",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "get_trial",
+    "_get_trials",
+    "_get_best_trial_id",
+    "record_heartbeat",
+    "_get_stale_trial_ids",
+    "heartbeat_ages",
+):
+    setattr(ResilientStorage, _name, _retrying(getattr(ResilientStorage, _name)))
+
+
+def open_storage(
+    url: str,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    retry_for: float = RETRY_FOR,
+) -> ResilientStorage:
+    """Connect to the study database (creating Optuna's tables if needed).
+
+    With ``heartbeat_interval`` set, running trials beat every that many seconds, and a trial silent for
+    ``grace_period`` seconds is failed and queued again with the same parameters.
+    Raises StudyError naming the host and port (never the password) when the database cannot be reached.
+    """
+    is_sqlite = url.startswith("sqlite")
+    # SQLite is one file on one machine: no connection pool to keep alive.
+    engine_kwargs: dict[str, Any] = {} if is_sqlite else {"pool_pre_ping": True}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            retry_stale = RetryHeartbeatStaleTrialCallback() if heartbeat_interval else None
+            storage = ResilientStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=retry_stale,
+            )
+    except (sqlalchemy.exc.ArgumentError, ImportError):
+        # The URL itself is not echoed: it may carry a password.
+        raise StudyError(
+            "the storage URL (HPO_STORAGE / --storage) is not a database URL face-hpo can use; use "
+            "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB or sqlite:///PATH."
+        ) from None
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        raise StudyError(
+            f"cannot reach the study database at {database_location(url)} ({render_url(url)}): "
+            f"{_first_line(error)}; check that the server runs and the URL (HPO_STORAGE / --storage)."
+        ) from None
+    storage.retry_for = retry_for
+    return storage

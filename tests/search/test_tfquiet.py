@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+Hpo = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter with no TF_CPP_MIN_LOG_LEVEL set (TensorFlow's default)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+
+
+def test_import_tensorflow_quietly_leaves_stderr_empty() -> None:
+    code = (
+        "from search.tfquiet import import_tensorflow_quietly\n"
+        "import_tensorflow_quietly()\n"
+        "import keras, tensorflow as tf\n"
+        "print(float(tf.reduce_sum(tf.ones(3))))\n"
+    )
+    result = run_python(code)
+    assert (result.stdout, result.stderr) == ("3.0\n", "")
+
+
+def test_hpo_help_does_not_import_tensorflow() -> None:
+    code = (
+        "import sys\n"
+        "from search.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules, file=sys.stderr)\n"
+    )
+    assert run_python(code).stderr == "False False\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("predict", "--model", "nowhere", "face.jpg"),
+        ("evaluate", "--model", "nowhere", "--out", "unused"),
+        ("export-best", "--study", "nope", "--out", "unused"),
+    ],
+    ids=lambda args: args[0],
+)
+def test_tensorflow_command_user_error_is_one_line(args: tuple[str, ...], hpo: Hpo, tmp_path: Path) -> None:
+    result = hpo(*args, "--workdir", str(tmp_path)) if args[0] == "export-best" else hpo(*args)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hpo: error: "), result.stderr
+
+
+def test_worker_spawned_children_print_only_their_errors(hpo: Hpo, tmp_path: Path) -> None:
+    # The database exists beforehand, so the two children do not race to create its tables.
+    optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    result = hpo("worker", "--study", "nope", "--n-workers", "2", "--workdir", str(tmp_path))
+    error = (
+        f"hpo: error: no study 'nope' in sqlite:///{tmp_path / 'study.db'}; the studies there: none. "
+        "Create it with `hpo study create`, or pass --study (HPO_STUDY) with one of these."
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "hpo worker: 2 worker process(es): 2 on CPU",
+        error,
+        error,
+        "hpo: hpo-worker-0 exited 2",
+        "hpo: hpo-worker-1 exited 2",
+    ]

@@ -1,0 +1,262 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+
+from data.errors import ConfigError
+from search.cli import main
+from search.launcher import worker_slots
+
+HPO = Path(sys.executable).with_name("hpo")
+HEADS_METRICS = [
+    f"{head}_{metric}"
+    for head in ("age", "race", "gender")
+    for metric in ("accuracy", "balanced_accuracy", "macro_f1")
+]
+Start = Callable[..., subprocess.Popen[str]]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_optuna() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture
+def start_workers(hpo_env: dict[str, str], pg_url: str, tiny_cache: Path, tmp_path: Path) -> Iterator[Start]:
+    """`start_workers(study, *args)`: `hpo worker` in its own process group, killed at teardown if alive."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(study: str, *args: str) -> subprocess.Popen[str]:
+        command = [str(HPO), "worker", "--storage", pg_url, "--study", study, "--cache", str(tiny_cache)]
+        command += ["--artifacts", str(tmp_path / "artifacts"), *args]
+        process = subprocess.Popen(
+            command,
+            env=hpo_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def create(
+    url: str, name: str, space: Path, cache: Path, *, budget: int, epochs: int, pruner: str, grace: int = 3
+) -> None:
+    main([
+        "study", "create", "--storage", url, "--study", name, "--space", str(space), "--cache", str(cache),
+        "--budget", str(budget), "--epochs", str(epochs), "--pruner", pruner, "--patience", "0",
+        "--heartbeat-interval", "1", "--grace-period", str(grace),
+    ])  # fmt: skip
+
+
+def trials(url: str, name: str) -> list[FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def count(found: list[FrozenTrial], *states: TrialState) -> int:
+    return sum(1 for t in found if t.state in states)
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 150) -> tuple[int, str]:
+    _, err = process.communicate(timeout=timeout)
+    return process.returncode, err
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 90) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def training_trial(url: str, name: str, *, before_epoch: int = 10**6) -> FrozenTrial | None:
+    """A RUNNING trial that has reported an epoch but not ``before_epoch`` epochs (so it is mid-training)."""
+    running = [
+        t
+        for t in trials(url, name)
+        if t.state == TrialState.RUNNING and 0 < len(t.intermediate_values) < before_epoch
+    ]
+    return running[0] if running else None
+
+
+def test_worker_three_processes_finish_budget(
+    pg_url: str,
+    study_name: str,
+    tiny_space: Path,
+    tiny_cache: Path,
+    tmp_path: Path,
+    paper_params: dict[str, object],
+    start_workers: Start,
+) -> None:
+    create(pg_url, study_name, tiny_space, tiny_cache, budget=6, epochs=2, pruner="median")
+    code, err = finish(start_workers(study_name, "--n-workers", "3"))
+    assert code == 0, err
+    found = trials(pg_url, study_name)
+    assert 6 <= count(found, TrialState.COMPLETE, TrialState.PRUNED) <= 8
+    assert count(found, TrialState.RUNNING, TrialState.FAIL) == 0
+    assert found[0].params == paper_params and found[0].user_attrs["point"] == "paper"
+    complete = [t for t in found if t.state == TrialState.COMPLETE]
+    for trial in complete:
+        assert sorted(trial.user_attrs) == sorted(
+            [*HEADS_METRICS, "epochs_run", "head_config", "worker"]
+            + (["head_artifact_id"] if "head_artifact_id" in trial.user_attrs else [])
+            + (["point"] if trial.number == 0 else [])
+        )
+        assert trial.user_attrs["epochs_run"] == 2
+
+    import numpy as np
+    import tensorflow as tf
+
+    from data.cache import open_cache
+    from data.labels import VOCABULARIES
+    from model.head import HeadConfig
+    from model.metrics import head_metrics
+    from search.artifacts import load_best_head
+
+    study = optuna.load_study(study_name=study_name, storage=pg_url)
+    head, config, best = load_best_head(study, tmp_path / "artifacts")
+    top = max(t.value for t in complete if t.value is not None)
+    assert (best.value, best.number) == (top, min(t.number for t in complete if t.value == top))
+    assert config == HeadConfig.from_dict(best.user_attrs["head_config"])
+    # The stored head is the winning head itself: it scores exactly what its trial recorded.
+    cache = open_cache(tiny_cache)
+    # Scored as training scored it (a tf.function: graph rewrites change bfloat16 rounding).
+    outputs = tf.function(lambda x: head(x, training=False))(tf.constant(cache.embeddings("val")))
+    predicted = {
+        "age": np.argmax(outputs["age"], axis=1),
+        "race": np.argmax(outputs["race"], axis=1),
+        "gender": (np.asarray(outputs["gender"])[:, 0] >= 0.5).astype(np.int64),
+    }
+    for column, name in enumerate(("age", "race", "gender")):
+        metrics = head_metrics(cache.labels("val")[:, column], predicted[name], len(VOCABULARIES[name]))
+        assert metrics == {metric: best.user_attrs[f"{name}_{metric}"] for metric in metrics}
+
+
+def test_worker_killed_trial_failed_by_heartbeat_and_retried(
+    pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path, start_workers: Start
+) -> None:
+    create(pg_url, study_name, tiny_space, tiny_cache, budget=5, epochs=30, pruner="none")
+    launcher = start_workers(study_name, "--n-workers", "2")
+    victim = wait_for(lambda: training_trial(pg_url, study_name, before_epoch=15))
+    assert isinstance(victim, FrozenTrial)
+    os.kill(int(victim.user_attrs["worker"].split(":")[1].split("/")[0]), signal.SIGKILL)
+    code, err = finish(launcher)
+    assert code == 1 and "was killed by SIGKILL" in err, err
+    found = trials(pg_url, study_name)
+    assert found[victim.number].state == TrialState.FAIL
+    [retry] = [t for t in found if t.system_attrs.get("failed_trial") == victim.number]
+    assert (retry.state, retry.params) == (TrialState.COMPLETE, victim.params)
+    assert 5 <= count(found, TrialState.COMPLETE) <= 6
+    assert count(found, TrialState.RUNNING, TrialState.WAITING) == 0
+
+
+def test_worker_carries_on_through_postgres_restart(
+    pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path, start_workers: Start
+) -> None:
+    clusters = sorted(Path("/etc/postgresql").glob("*/main"))
+    if not clusters:
+        pytest.skip("no local PostgreSQL cluster under /etc/postgresql to restart")
+    version = clusters[-1].parent.name
+    # A grace period longer than the restart: no trial may be failed as stale, so none is recomputed.
+    create(pg_url, study_name, tiny_space, tiny_cache, budget=6, epochs=2, pruner="none", grace=10)
+    launcher = start_workers(study_name, "--n-workers", "2")
+    wait_for(
+        lambda: (
+            count(trials(pg_url, study_name), TrialState.COMPLETE) >= 2 and training_trial(pg_url, study_name)
+        )
+    )
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True)
+    code, err = finish(launcher)
+    assert code == 0, err
+    found = trials(pg_url, study_name)
+    assert count(found, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING) == 0, err
+    assert 6 <= count(found, TrialState.COMPLETE) <= 7
+    assert all(t.value is not None and "age_accuracy" in t.user_attrs for t in found)
+
+
+def test_worker_sigterm_exits_zero_and_leaves_nothing_running(
+    pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path, start_workers: Start
+) -> None:
+    create(pg_url, study_name, tiny_space, tiny_cache, budget=50, epochs=30, pruner="none")
+    launcher = start_workers(study_name, "--n-workers", "2")
+    wait_for(lambda: training_trial(pg_url, study_name, before_epoch=15))
+    launcher.send_signal(signal.SIGTERM)
+    code, err = finish(launcher, timeout=60)
+    assert code == 0, err
+    found = trials(pg_url, study_name)
+    assert count(found, TrialState.RUNNING) == 0
+    failed = [t for t in found if t.state == TrialState.FAIL]
+    requeued = [t for t in found if t.state == TrialState.WAITING]
+    assert 1 <= len(failed) <= 2
+    # Each trial the stop cut short is queued again with its parameters.
+    assert {t.system_attrs["failed_trial"]: t.params for t in requeued} == {
+        t.number: t.params for t in failed
+    }
+
+
+def test_worker_refuses_cache_of_another_study(
+    hpo: Callable[..., subprocess.CompletedProcess[str]],
+    pg_url: str,
+    study_name: str,
+    tiny_space: Path,
+    tiny_cache: Path,
+    other_cache: Path,
+    tmp_path: Path,
+) -> None:
+    create(pg_url, study_name, tiny_space, tiny_cache, budget=2, epochs=1, pruner="none")
+    args = ["--storage", pg_url, "--study", study_name, "--artifacts", str(tmp_path), "--gpus", "none"]
+    result = hpo("worker", *args, "--cache", str(other_cache))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"hpo: error: the cache at {other_cache} does not match study {study_name!r} -- weights: the cache "
+        'has "synthetic:1", the study was created with "synthetic:0". Point --cache (HPO_CACHE) at the cache '
+        "the study was created with."
+    )
+    result = hpo("worker", *args, "--cache", str(tmp_path / "absent"))
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (
+        2,
+        f"hpo: error: no embedding cache at {tmp_path / 'absent'} (no manifest.json); build one with "
+        f"`hpo embed --cache {tmp_path / 'absent'}`.",
+    )
+
+
+def test_worker_gpus_naming_missing_gpu(
+    hpo: Callable[..., subprocess.CompletedProcess[str]], pg_url: str, study_name: str
+) -> None:
+    result = hpo("worker", "--storage", pg_url, "--study", study_name, "--gpus", "3")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "hpo: error: --gpus 3 names GPU 3, but this machine has no GPU (nvidia-smi -L); pass GPUs it lists, "
+        "all, or none.\n"
+    )
+
+
+def test_worker_slots_per_gpu_and_cpu() -> None:
+    assert worker_slots("all", per_gpu=2, n_workers=None, available=["0", "1"]) == ["0", "0", "1", "1"]
+    assert worker_slots("1", per_gpu=1, n_workers=None, available=["0", "1"]) == ["1"]
+    assert worker_slots("all", per_gpu=3, n_workers=None, available=[]) == ["", "", ""]
+    assert worker_slots("none", per_gpu=1, n_workers=4, available=["0"]) == ["", "", "", ""]
+    with pytest.raises(ConfigError, match=r"^--gpus 0,2 names GPU 2, but this machine has GPUs 0, 1 "):
+        worker_slots("0,2", per_gpu=1, n_workers=None, available=["0", "1"])
+    with pytest.raises(ConfigError, match=r"^--gpus must be all, none or a list of GPU indices"):
+        worker_slots("first", per_gpu=1, n_workers=None, available=["0"])
