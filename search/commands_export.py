@@ -1,0 +1,102 @@
+"""`hpo export-best`: the study's winning head on the cache's base, as a servable model with its report."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from search.settings import resolve_settings
+from search.tfquiet import import_tensorflow_quietly
+
+
+@click.command("export-best")
+@click.option(
+    "--storage", default=None, help="Study database URL. [env: HPO_STORAGE; default: SQLite in the workdir]"
+)
+@click.option("--study", "study_name", default=None, help="Study name. [env: HPO_STUDY; default: face-hpo]")
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The embedding cache the study was created with. [env: HPO_CACHE]",
+)
+@click.option(
+    "--weights",
+    default=None,
+    help="The base weights the cache was embedded with (vggface: file, 'vggface' or random:SEED; "
+    "dlib-resnet: 'dlib' or a directory). [env: HPO_WEIGHTS; default: the base's default]",
+)
+@click.option(
+    "--artifacts",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the workers stored the heads of best trials. [env: HPO_ARTIFACTS]",
+)
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), default=None, help="[env: HPO_WORKDIR; default: ./work]"
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New directory for the export.")
+@click.option(
+    "--trial",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Export this trial instead of the best (required for a Pareto study).",
+)
+@click.option(
+    "--retrain",
+    is_flag=True,
+    help="Train the trial's head again from its parameters and seed instead of loading its stored head.",
+)
+def export_best(
+    storage: str | None,
+    study_name: str | None,
+    cache: Path | None,
+    weights: str | None,
+    artifacts: Path | None,
+    workdir: Path | None,
+    out: Path,
+    trial: int | None,
+    retrain: bool,
+) -> None:
+    """Export the best trial's head with the cache's base, its model card and its test report.
+
+    \b
+    Writes into --out, for a Keras base (vggface), one joined model:
+      model.keras        Keras 3 model: uint8 image (N, 224, 224, 3) -> age, race, gender
+      saved_model/       TensorFlow SavedModel (serving signature "serving_default")
+    for the dlib-resnet base, the head alone (card kind "head+predictor"; hpo predict runs the base):
+      head.keras         Keras 3 model: (N, 128) embedding -> age, race, gender
+    and either way:
+      report/            report.json, report.md, confusion_<head>.png on the cache's test split
+      model_card.json    kind, base, vocabularies, preprocessing, head, study and trial, metrics
+
+    \b
+    Example:  hpo export-best --storage postgresql+psycopg2://hpo:PW@db:5432/hpo --out work/export
+    """
+    import_tensorflow_quietly()  # its start-up notices would bury the progress lines and one-line errors
+    from search.export_best import ParetoTrialRequired
+    from search.export_best import export_best as run_export
+
+    flags = {
+        "storage": storage,
+        "study": study_name,
+        "cache": cache,
+        "weights": weights,
+        "artifacts": artifacts,
+        "workdir": workdir,
+    }
+    settings = resolve_settings(flags, os.environ)
+    try:
+        written = run_export(settings, out, trial=trial, retrain=retrain, on_step=_step)
+    except ParetoTrialRequired as error:
+        click.echo("Pareto front (trial: validation balanced accuracy of age, race, gender):")
+        for front in error.front:
+            click.echo(f"  {front.number}: " + ", ".join(f"{value:.4f}" for value in front.values))
+        raise
+    click.echo(str(written))
+
+
+def _step(message: str) -> None:
+    click.echo(f"hpo export-best: {message}", err=True)

@@ -1,0 +1,225 @@
+"""The export flow: a study's chosen head + the cache's base -> the model, its card and its test report.
+
+Keras bases (vggface) give one joined model; other bases (dlib-resnet) give the head alone, which
+`model.export.Predictor` chains after the base (card kind ``head+predictor``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from data.cache import Cache, open_cache
+from data.errors import ConfigError, StudyError
+from data.labels import HEADS
+from model.bases import DEFAULT_BASE, Base, resolve_base
+from model.head import HeadConfig
+from search.artifacts import ARTIFACT_ATTR, CONFIG_ATTR, best_trial, load_best_head
+from search.objective import METRICS, metric_attr
+from search.settings import Settings
+from search.study import StudyRecord, check_cache, code_version, open_storage_for, open_study, read_record
+
+if TYPE_CHECKING:
+    import keras
+
+REPORT_DIR = "report"
+TEST_SPLIT = "test"
+
+
+class ParetoTrialRequired(StudyError):
+    """A three-objective study has no single best trial: the user must pick one of ``front``."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.front = sorted(study.best_trials, key=lambda t: t.number)
+        numbers = ", ".join(str(t.number) for t in self.front)
+        super().__init__(
+            f"study {study.study_name!r} is a three-objective (Pareto) study with no single best trial; "
+            f"pick one of its Pareto-front trials {numbers} with --trial N."
+        )
+
+
+@dataclass(frozen=True)
+class ChosenHead:
+    """The head to export and where it came from."""
+
+    model: keras.Model
+    config: HeadConfig
+    trial: FrozenTrial
+    validation_metrics: dict[str, dict[str, float]]
+    retrained: bool
+
+
+def export_best(
+    settings: Settings,
+    out: Path,
+    *,
+    trial: int | None = None,
+    retrain: bool = False,
+    on_step: Callable[[str], None] = lambda message: None,
+) -> Path:
+    """Export the study's best (or ``trial``'s) head with the cache's base into ``out``; return ``out``.
+
+    Refuses, before any work: an ``out`` that is not empty, a cache that is not the study's, base weights
+    that are not the ones the cache was embedded with. ``out`` appears whole or not at all.
+    """
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out} exists and is not empty; choose a new directory or delete it.")
+    study = open_study(open_storage_for(settings.storage_url), settings.study)
+    record = read_record(study)
+    cache = open_cache(settings.cache_dir)
+    check_cache(study, cache)
+    base = cache_base(cache, settings.weights)
+    chosen = choose_trial(study, trial)
+    if retrain:
+        on_step(f"retraining the head of trial {chosen.number} ({record.settings.epochs} epochs)")
+        head = retrain_head(chosen, cache, record)
+    else:
+        require_stored_head(study, chosen, record)
+        on_step(f"loading the stored head of trial {chosen.number}")
+        head = stored_head(study, chosen, settings.artifact_dir)
+    # Written beside ``out`` and renamed into place, so an interrupted export leaves no half model behind.
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        _write_export(partial, head, base, cache, study, record, on_step)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        partial.rename(out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return out
+
+
+def cache_base(cache: Cache, weights: str | None) -> Base:
+    """The base the cache was embedded with, found with ``weights``; refused unless it makes those embeddings.
+
+    It computes in the cache's dtype, so the export reproduces the embeddings the head was searched on.
+    """
+    # Caches made before bases had names were all VGG-Face.
+    name = str(cache.fingerprint.get("base", DEFAULT_BASE))
+    base = resolve_base(name, weights, dtype=str(cache.fingerprint["dtype"]))
+    base.check_matches(cache.fingerprint, holder=f"the cache at {cache.path}")
+    return base
+
+
+def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """Trial ``number`` (which must be COMPLETE), else the best trial; a Pareto study needs ``number``."""
+    if number is None:
+        if len(study.directions) > 1:
+            if not study.best_trials:
+                raise StudyError(
+                    f"study {study.study_name!r} has no COMPLETE trial yet; run `hpo worker` first."
+                )
+            raise ParetoTrialRequired(study)
+        return best_trial(study)
+    found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not found or found[0].state != TrialState.COMPLETE:
+        state = found[0].state.name if found else "not in the study"
+        raise StudyError(
+            f"--trial {number}: trial {number} of study {study.study_name!r} is {state}; "
+            "pick a COMPLETE trial (`hpo status` lists them)."
+        )
+    return found[0]
+
+
+def require_stored_head(study: optuna.Study, trial: FrozenTrial, record: StudyRecord) -> None:
+    """Refuse a trial whose head the workers did not store (they store only new-best trials' heads)."""
+    if not trial.user_attrs.get(ARTIFACT_ATTR):
+        raise StudyError(
+            f"trial {trial.number} of study {study.study_name!r} has no stored head (workers store only the "
+            "head of each new best trial); add --retrain to rebuild it from its parameters with seed "
+            f"{record.settings.seed + trial.number}."
+        )
+
+
+def stored_head(study: optuna.Study, trial: FrozenTrial, artifact_dir: Path) -> ChosenHead:
+    """The head the worker stored for ``trial``, with the validation metrics the trial recorded."""
+    model, config, _ = load_best_head(study, artifact_dir, trial.number)
+    metrics = {head: {m: float(trial.user_attrs[metric_attr(head, m)]) for m in METRICS} for head in HEADS}
+    return ChosenHead(model, config, trial, metrics, retrained=False)
+
+
+def retrain_head(trial: FrozenTrial, cache: Cache, record: StudyRecord) -> ChosenHead:
+    """Train ``trial``'s head again from its config, as its worker did: same epochs, patience and seed.
+
+    The arguments are exactly those `search.objective.Objective` passes, so on CPU the head is the same.
+    """
+    from search.train import TrainData, train_head
+
+    config = HeadConfig.from_dict(trial.user_attrs[CONFIG_ATTR])
+    result = train_head(
+        config,
+        TrainData.from_cache(cache),
+        epochs=record.settings.epochs,
+        seed=record.settings.seed + trial.number,  # the seed the objective gave trial n
+        patience=record.settings.patience or None,
+        objective=record.settings.objective,
+    )
+    metrics = {head: {m: float(v) for m, v in values.items()} for head, values in result.metrics.items()}
+    return ChosenHead(result.model, config, trial, metrics, retrained=True)
+
+
+def _write_export(
+    out: Path,
+    head: ChosenHead,
+    base: Base,
+    cache: Cache,
+    study: optuna.Study,
+    record: StudyRecord,
+    on_step: Callable[[str], None],
+) -> None:
+    import keras
+
+    from model import export
+    from model.report import evaluate_cache, write_report
+
+    if base.is_keras:
+        on_step("joining base and head, saving model.keras and the SavedModel")
+        kind, model = export.KERAS_KIND, export.join_model(base.build_model(), head.model)
+        export.save_model(model, out)
+    else:
+        on_step(f"saving the head as {export.HEAD_FILE}; the {base.name} base runs before it when predicting")
+        kind, model = export.HEAD_KIND, head.model
+        export.save_head(model, out)
+    card = export.model_card(
+        model,
+        kind=kind,
+        base=base.description,
+        head_config=head.config,
+        cache_fingerprint=cache.fingerprint,
+        study=_study_section(study, head, record),
+        validation_metrics=head.validation_metrics,
+        code_version=code_version(),
+    )
+    if TEST_SPLIT in cache.splits:
+        on_step(f"evaluating on the cache's {TEST_SPLIT} split ({len(cache.files(TEST_SPLIT)):,} images)")
+        # The report describes the saved file: evaluate the model loaded back from it.
+        saved = keras.saving.load_model(out / export.MODEL_FILES[kind], safe_mode=True)
+        report = evaluate_cache(export.ExportedModel(out, saved, card), cache, TEST_SPLIT)
+        write_report(report, out / REPORT_DIR)
+    else:
+        on_step(
+            f"the cache has no {TEST_SPLIT} split: no report; run `hpo evaluate --dataset ROOT` on the export"
+        )
+    export.write_card(out, card)
+
+
+def _study_section(study: optuna.Study, head: ChosenHead, record: StudyRecord) -> dict[str, Any]:
+    trial = head.trial
+    return {
+        "name": study.study_name,
+        "trial": trial.number,
+        "objective": record.settings.objective,
+        "value": trial.values[0] if len(trial.values) == 1 else list(trial.values),
+        "retrained": head.retrained,
+        "seed": record.settings.seed + trial.number,
+        "settings": record.settings.to_dict(),
+        "space_sha256": record.space.sha256,
+        "code_version": record.code_version,
+    }

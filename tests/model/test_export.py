@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from data.cache import Cache, open_cache
+from data.errors import CacheError, ConfigError
+from model.bases import resolve_base
+from model.export import (
+    CARD,
+    ExportedModel,
+    Predictor,
+    check_cache_matches,
+    class_probabilities,
+    head_outputs,
+    image_outputs,
+    join_model,
+    load_export,
+    model_card,
+    predicted_classes,
+    read_card,
+    save_model,
+    write_card,
+)
+from model.head import HeadConfig, LayerSpec, build_head
+from model.vggface import build_base, resolve_weights
+from search.cli import main
+
+FAIRFACE = Path(__file__).resolve().parents[1] / "fixtures" / "fairface"
+CONFIG = HeadConfig(layers=(LayerSpec(32, "relu", 0.2), LayerSpec(16, "tanh", 0.0)))
+# Outputs of one model, run twice in different processes on different batch sizes, agree to this.
+ATOL = 1e-5
+CARD_KEYS = {
+    "format_version",
+    "created",
+    "code_version",
+    "kind",
+    "base",
+    "input",
+    "outputs",
+    "vocabularies",
+    "preprocessing",
+    "parts",
+    "weights",
+    "head_config",
+    "study",
+    "validation_metrics",
+    "cache_fingerprint",
+    "files",
+}
+
+# Loads the export in a fresh interpreter, safe mode, and runs both model.keras and the SavedModel.
+FRESH_PROCESS = """
+import sys
+import numpy as np, keras, tensorflow as tf
+from pathlib import Path
+from data.images import image_batches
+export, root, out, *files = sys.argv[1:]
+model = keras.saving.load_model(Path(export) / "model.keras", safe_mode=True)
+images = np.concatenate([batch.numpy() for _, batch in image_batches(Path(root), files, batch_size=3)])
+serve = tf.saved_model.load(str(Path(export) / "saved_model")).signatures["serving_default"]
+keras_out = model.predict(images, batch_size=5, verbose=0)
+saved_out = serve(image=tf.constant(images))
+arrays = {"keras_" + k: v for k, v in keras_out.items()}
+arrays.update({"saved_" + k: v.numpy() for k, v in saved_out.items()})
+np.savez(out, **arrays)
+"""
+
+
+def small_head() -> keras.Model:
+    """A seeded head whose first layer is scaled to the random base's large embeddings (~60 ± 70), so its
+    probabilities are spread out instead of saturated at 0 and 1 and a mismatch would show."""
+    keras.utils.set_random_seed(0)
+    head = build_head(CONFIG, 512)
+    kernel, bias = head.get_layer("dense_0").get_weights()
+    head.get_layer("dense_0").set_weights([kernel / 300.0, bias])
+    return head
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
+    path = tmp_path_factory.mktemp("cache") / "cache"
+    where = ["--dataset", str(FAIRFACE), "--cache", str(path)]
+    main(["embed", *where, "--weights", "random:0", "--splits", "test", "--limit", "8", "--batch-size", "4"])
+    return open_cache(path)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, cache: Cache) -> ExportedModel:
+    out = tmp_path_factory.mktemp("export") / "model"
+    model = join_model(build_base(resolve_weights("random:0")), small_head())
+    save_model(model, out)
+    card = model_card(
+        model,
+        kind="keras",
+        base=resolve_base("vggface", "random:0").description,
+        head_config=CONFIG,
+        cache_fingerprint=cache.fingerprint,
+        study={"name": None, "trial": None, "objective": None, "value": None, "retrained": False},
+        validation_metrics={"age": {"accuracy": 0.5}},
+        code_version={"package": "test"},
+    )
+    write_card(out, card)
+    return load_export(out)
+
+
+def test_join_model_takes_uint8_image_and_names_outputs(exported: ExportedModel) -> None:
+    model = exported.model
+    assert [(t.name, t.dtype, t.shape) for t in model.inputs] == [("image", "uint8", (None, 224, 224, 3))]
+    assert {name: tuple(t.shape) for name, t in model.output.items()} == {
+        "age": (None, 9),
+        "race": (None, 7),
+        "gender": (None, 1),
+    }
+    assert exported.head.input_shape == (None, 512)
+
+
+def test_export_in_fresh_process_equals_head_on_cached_embeddings(
+    exported: ExportedModel, cache: Cache, tmp_path: Path
+) -> None:
+    files = list(cache.files("test"))
+    out = tmp_path / "outputs.npz"
+    command = [sys.executable, "-c", FRESH_PROCESS, str(exported.path), str(FAIRFACE), str(out), *files]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 0, run.stderr[-3000:]
+    fresh = np.load(out)
+    reference = head_outputs(exported.head, cache.embeddings("test"))
+    for head in ("age", "race", "gender"):
+        assert fresh[f"keras_{head}"].shape == reference[head].shape == (8, fresh[f"keras_{head}"].shape[1])
+        np.testing.assert_allclose(fresh[f"keras_{head}"], reference[head], rtol=0, atol=ATOL)
+        np.testing.assert_allclose(fresh[f"saved_{head}"], reference[head], rtol=0, atol=ATOL)
+    # The probabilities are not saturated, so the comparison means something.
+    assert 0.05 < float(reference["age"].max(axis=1).min()) < 0.95
+
+
+def test_model_card_holds_every_field(exported: ExportedModel, cache: Cache) -> None:
+    card = exported.card
+    assert set(card) == CARD_KEYS
+    assert card["cache_fingerprint"] == cache.fingerprint
+    assert card["weights"] == cache.fingerprint["weights"] == "random:0"
+    assert HeadConfig.from_dict(card["head_config"]) == CONFIG
+    assert card["vocabularies"]["age"][4] == "30-39"
+    assert card["input"] == {
+        "name": "image",
+        "shape": [None, 224, 224, 3],
+        "dtype": "uint8",
+        "color": "RGB",
+        "range": "0-255",
+    }
+    assert (card["kind"], card["base"]) == ("keras", resolve_base("vggface", "random:0").description)
+    assert card["parts"] == {"base": "vggface_vgg16", "head": "head"}
+    assert card["preprocessing"]["mean_bgr"] == [93.594, 104.7624, 129.1863]
+    assert {"model_card.json", "model.keras", "saved_model/saved_model.pb"} <= set(card["files"])
+    assert all((exported.path / name).is_file() for name in card["files"])
+
+
+def test_read_card_names_the_missing_file(exported: ExportedModel, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(exported.path, copy, copy_function=lambda src, dst: Path(dst).hardlink_to(src))
+    (copy / "saved_model" / "saved_model.pb").unlink()
+    with pytest.raises(ConfigError, match=r"copy is missing saved_model/saved_model\.pb \(listed in its"):
+        read_card(copy)
+    (copy / CARD).unlink()
+    with pytest.raises(ConfigError, match=r"copy has no model_card\.json; pass a directory written by"):
+        read_card(copy)
+    with pytest.raises(ConfigError, match=r"nowhere does not exist"):
+        read_card(tmp_path / "nowhere")
+
+
+def test_read_card_refuses_another_format_version(tmp_path: Path) -> None:
+    (tmp_path / CARD).write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(ConfigError, match="has format version 99; this face-hpo reads version 1"):
+        read_card(tmp_path)
+
+
+def test_check_cache_matches_refuses_other_weights(exported: ExportedModel, cache: Cache) -> None:
+    check_cache_matches(exported.card, cache)
+    other = {**exported.card, "weights": "random:1"}
+    with pytest.raises(
+        CacheError, match="embedded with base weights 'random:0', but the model uses 'random:1'"
+    ):
+        check_cache_matches(other, cache)
+
+
+def test_check_cache_matches_refuses_another_base(exported: ExportedModel, cache: Cache) -> None:
+    made_with = {**exported.card["cache_fingerprint"], "base": "dlib-resnet"}
+    with pytest.raises(
+        CacheError,
+        match=r"was embedded with the vggface base, but the model's head was trained on dlib-resnet "
+        r"embeddings; .* Use --dataset, or a cache embedded with --base dlib-resnet\.$",
+    ):
+        check_cache_matches({**exported.card, "cache_fingerprint": made_with}, cache)
+
+
+def test_read_card_refuses_an_unknown_kind(exported: ExportedModel, tmp_path: Path) -> None:
+    (tmp_path / CARD).write_text(json.dumps({**exported.card, "kind": "onnx", "files": []}))
+    with pytest.raises(ConfigError, match=r"has kind 'onnx'; this face-hpo reads keras or head\+predictor"):
+        read_card(tmp_path)
+
+
+def test_image_outputs_leaves_out_undecodable_files(exported: ExportedModel, tmp_path: Path) -> None:
+    (tmp_path / "notes.jpg").write_text("not an image")
+    shutil.copy(FAIRFACE / "val" / "1.jpg", tmp_path / "face.jpg")
+    indices, outputs = image_outputs(Predictor(exported), tmp_path, ["notes.jpg", "face.jpg"])
+    assert indices.tolist() == [1]
+    assert outputs["age"].shape == (1, 9) and outputs["gender"].shape == (1, 1)
+
+
+def test_predicted_classes_and_probabilities_of_gender() -> None:
+    outputs = {
+        "age": np.array([[0.1, 0.9] + [0.0] * 7, [0.6, 0.4] + [0.0] * 7]),
+        "race": np.array([[0.0] * 6 + [1.0], [1.0] + [0.0] * 6]),
+        "gender": np.array([[0.5], [0.2]]),
+    }
+    assert predicted_classes(outputs).tolist() == [[1, 6, 1], [0, 0, 0]]
+    assert class_probabilities(outputs)["gender"].tolist() == [[0.5, 0.5], [0.8, 0.2]]

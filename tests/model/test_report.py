@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.report import (
+    CELL,
+    PAPER,
+    cell_color,
+    cell_origin,
+    evaluation_report,
+    report_markdown,
+    row_normalised,
+    write_report,
+)
+
+# Six faces, columns age, race, gender (vocabulary indices).
+LABELS = np.array([[3, 0, 1], [3, 0, 0], [4, 1, 1], [4, 1, 1], [4, 5, 0], [8, 6, 0]])
+PREDICTIONS = np.array([[3, 0, 1], [4, 0, 1], [3, 1, 1], [4, 2, 1], [4, 5, 0], [3, 6, 0]])
+SOURCE = {"model": "export", "split": "test", "from": "cache"}
+
+
+def test_evaluation_report_matches_hand_counts() -> None:
+    report = evaluation_report(LABELS, PREDICTIONS, source=SOURCE)
+    assert report["count"] == 6
+    assert report["source"] == SOURCE
+    age = report["heads"]["age"]  # type: ignore[index]
+    # True 20-29 (3): predicted 20-29, 30-39. True 30-39 (4): 20-29, 30-39, 30-39. True 70+ (8): 20-29.
+    expected = np.zeros((9, 9), dtype=int)
+    expected[3, 3], expected[3, 4], expected[4, 3], expected[4, 4], expected[8, 3] = 1, 1, 1, 2, 1
+    assert age["confusion_matrix"] == expected.tolist()
+    assert age["accuracy"] == 3 / 6
+    assert age["balanced_accuracy"] == (1 / 2 + 2 / 3 + 0) / 3
+    assert age["classes"]["20-29"] == {"precision": 1 / 3, "recall": 1 / 2, "f1": 0.4, "support": 2}
+    assert age["classes"]["30-39"] == {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3}
+    gender = report["heads"]["gender"]  # type: ignore[index]
+    assert gender["confusion_matrix"] == [[2, 1], [0, 3]]
+    assert gender["classes"]["Female"] == {"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3}
+
+
+def test_evaluation_report_shape_mismatch_raises() -> None:
+    with pytest.raises(ValueError, match=r"must both be \(N, 3\), got \(6, 3\) and \(5, 3\)"):
+        evaluation_report(LABELS, PREDICTIONS[:5], source=SOURCE)
+
+
+def test_row_normalised_empty_row_stays_zero() -> None:
+    fractions = row_normalised(np.array([[1, 3], [0, 0]]))
+    assert fractions.tolist() == [[0.25, 0.75], [0.0, 0.0]]
+
+
+def test_write_report_writes_json_markdown_and_cell_colours(tmp_path: Path) -> None:
+    report = evaluation_report(LABELS, PREDICTIONS, source=SOURCE)
+    written = write_report(report, tmp_path / "report")
+    names = [path.name for path in written]
+    assert names == [
+        "report.json",
+        "report.md",
+        "confusion_age.png",
+        "confusion_race.png",
+        "confusion_gender.png",
+    ]
+    assert json.loads((tmp_path / "report" / "report.json").read_text()) == report
+    gender = Image.open(tmp_path / "report" / "confusion_gender.png").convert("RGB")
+    # A cell's corner (away from its text) holds the colour of its row-normalised value.
+    for (row, column), fraction in {(0, 0): 2 / 3, (0, 1): 1 / 3, (1, 0): 0.0, (1, 1): 1.0}.items():
+        x, y = cell_origin(row, column)
+        assert gender.getpixel((x + 2, y + 2)) == cell_color(fraction)
+    age = Image.open(tmp_path / "report" / "confusion_age.png")
+    assert age.width > 9 * CELL and age.height > 9 * CELL
+
+
+def test_cell_color_ends_are_light_and_dark() -> None:
+    assert cell_color(0.0) == (247, 251, 255)
+    assert cell_color(1.0) == (8, 48, 107)
+
+
+def test_report_markdown_puts_paper_beside_model() -> None:
+    markdown = report_markdown(evaluation_report(LABELS, PREDICTIONS, source=SOURCE))
+    lines = markdown.splitlines()
+    # Paper support and the one per-class paper figure held (30-39 recall 0.03); the rest are blank.
+    assert "| 30-39 | 3,827 | 3 | 0.03 | 0.67 | 0.67 | 0.67 |" in lines
+    assert "| 20-29 | 5,220 | 2 | — | 0.50 | 0.33 | 0.40 |" in lines
+    assert "| accuracy | 45.3% | 50.0% |" in lines
+    assert "| balanced accuracy | — | 38.9% |" in lines
+    assert "| accuracy | 55.0% | 83.3% |" in lines
+    assert "| accuracy | 85.6% | 83.3% |" in lines
+    assert lines.count("| test images | 17,349 | 6 |") == 3
+    assert "## gender (paper: Table V)" in lines
+    assert "![gender confusion matrix](confusion_gender.png)" in lines
+    assert "- from: `cache`" in lines
+
+
+def test_paper_supports_sum_to_the_test_split() -> None:
+    assert {head: sum(paper.support.values()) for head, paper in PAPER.items()} == {
+        "age": 17349,
+        "race": 17349,
+        "gender": 17349,
+    }
