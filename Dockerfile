@@ -31,10 +31,11 @@ RUN groupadd --gid "${GROUP_ID}" hpo \
     && useradd --uid "${USER_ID}" --gid "${GROUP_ID}" --create-home --shell /bin/bash hpo
 
 # Dependencies first, from pyproject.toml alone, so editing the code does not reinstall them. No cpu/gpu
-# extra: TensorFlow comes from the base image.
+# extra: TensorFlow comes from the base image. The dlib extra (the dlib-resnet base) is: dlib-bin has a
+# cp311 manylinux_2_28 wheel, which the image's Python 3.11 and glibc 2.35 take.
 WORKDIR /opt/face-hpo
 COPY pyproject.toml ./
-RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+RUN python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["dlib"]))' \
         > /tmp/requirements.txt \
     && python3 -m pip install -c /etc/pip-constraints.txt -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt

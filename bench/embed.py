@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from search.commands_embed import base_description, base_encoder, import_tensorflow_quietly, load_tables
+from search.commands_embed import load_tables
+from search.tfquiet import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
@@ -32,7 +33,7 @@ import tensorflow as tf  # noqa: E402
 from data.embed import EmbedOptions, cache_fingerprint, plan_embedding, run_embedding  # noqa: E402
 from data.fairface import Table  # noqa: E402
 from data.images import image_batches  # noqa: E402
-from model.vggface import resolve_weights  # noqa: E402
+from model.bases import resolve_base  # noqa: E402
 
 Encoder = Callable[[tf.Tensor], np.ndarray]
 
@@ -90,12 +91,12 @@ def bench_dtype(args: argparse.Namespace, table: Table, dtype: str, out: Path) -
     The images are split into rounds; each round times the forward pass and the pipeline on its part,
     in alternating order, so a change of machine load during the run weighs on both alike.
     """
-    source = resolve_weights(args.weights)
-    encode = base_encoder(source, dtype)
+    described = resolve_base("vggface", args.weights, dtype=dtype)
+    encode = described.make_encoder()
     parts = chunks(table, args.rounds)
     batches = [decoded_batches(args.dataset, part, args.batch_size) for part in parts]
     encode(batches[0][0])  # trace and warm up outside the timings
-    base = base_description(source, dtype)
+    base = described.description
     forward = pipeline = 0.0
     ratios = []
     for round_, (part, part_batches) in enumerate(zip(parts, batches, strict=True)):

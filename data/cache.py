@@ -14,7 +14,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -113,6 +113,8 @@ def fingerprint_differences(
     """(dotted key, value had, value wanted) for each key of ``want`` (``exact``: of either) that differs."""
     flat_have, flat_want = _flatten(_as_json(have)), _flatten(_as_json(want))
     keys = list(flat_want) + [key for key in flat_have if exact and key not in flat_want]
+    # Another base explains every other difference (weights, preprocessing, dim): name it first.
+    keys.sort(key=lambda key: key != "base")
     return [
         (key, flat_have.get(key), flat_want.get(key))
         for key in keys
@@ -290,10 +292,14 @@ def write_shard(
 
 
 def finalize(cache_dir: Path, build: Mapping[str, Any], labels: Mapping[str, np.ndarray]) -> Cache:
-    """Join all shards into the finished layout, write the manifest, remove the shards; return the cache."""
+    """Join all shards into the finished layout, write the manifest, remove the shards; return the cache.
+
+    Shard records with ``encoder_stats`` (the encoder's counts for that shard) are summed per split
+    into the manifest's ``splits.<split>.encoder_stats``: one object of counts per view.
+    """
     dim = int(build["fingerprint"]["dim"])
     grid = shard_grid(build)
-    splits: dict[str, dict[str, int]] = {}
+    splits: dict[str, dict[str, Any]] = {}
     skipped: list[dict[str, str]] = []
     for split, views in build["views"].items():
         shards = [[shard for shard in grid if shard.split == split and shard.view == v] for v in range(views)]
@@ -311,6 +317,9 @@ def finalize(cache_dir: Path, build: Mapping[str, Any], labels: Mapping[str, np.
         _write_split_index(cache_dir / split, files, labels[split][rows])
         missing = [{"split": split, **entry} for record in records[0] for entry in record["skipped"]]
         splits[split] = {"count": len(files), "views": views, "skipped": len(missing)}
+        counted = [_summed(record.get("encoder_stats", {}) for record in view) for view in records]
+        if any(counted):
+            splits[split]["encoder_stats"] = counted
         skipped += missing
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -324,6 +333,14 @@ def finalize(cache_dir: Path, build: Mapping[str, Any], labels: Mapping[str, np.
     write_json(cache_dir / MANIFEST, manifest)
     remove_shards(cache_dir)
     return open_cache(cache_dir)
+
+
+def _summed(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for entry in counts:
+        for key, value in entry.items():
+            total[key] = total.get(key, 0) + int(value)
+    return total
 
 
 def remove_shards(cache_dir: Path) -> None:

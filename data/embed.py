@@ -42,6 +42,7 @@ from data.images import decode_error, image_batches
 
 Encoder = Callable[[tf.Tensor], np.ndarray]  # uint8 [B, H, W, 3] -> (B, D) float32
 Progress = Callable[[int, int], None]  # (images done, images to do) in this run
+Counts = Callable[[], Mapping[str, int]]  # the encoder's running counts, e.g. faces found and missed
 # tf.data's autotuner thread starves while the forward pass holds every core, and deleting a shard's
 # iterator waits for it: measured here 0.7-6 s per shard. Decoding is ~300x faster than the forward
 # pass, so the fixed parallelism it falls back to (one thread per core) loses nothing.
@@ -149,9 +150,18 @@ def plan_embedding(
 
 
 def run_embedding(
-    plan: EmbedPlan, root: Path, encode: Encoder, on_progress: Progress | None = None
+    plan: EmbedPlan,
+    root: Path,
+    encode: Encoder,
+    on_progress: Progress | None = None,
+    *,
+    counts: Counts | None = None,
 ) -> EmbedReport:
-    """Embed the plan's shards from the images under ``root``; finalize once no shard is missing."""
+    """Embed the plan's shards from the images under ``root``; finalize once no shard is missing.
+
+    ``counts`` (e.g. the dlib encoder's faces found and missed) is read around each shard: the
+    shard's own share goes into its record, and the manifest sums them per split and view.
+    """
     report = EmbedReport()
     if plan.complete:
         remove_shards(plan.cache_dir)  # left behind if a run was killed right after writing the manifest
@@ -161,7 +171,11 @@ def run_embedding(
     try:
         for shard in plan.todo:
             table = plan.tables[shard.split]
+            before = dict(counts()) if counts is not None else {}
             parts, record = _embed_shard(shard, root, table, encode, plan.options, progress)
+            after = dict(counts()) if counts is not None else {}
+            if after:
+                record["encoder_stats"] = {key: value - before.get(key, 0) for key, value in after.items()}
             embeddings = np.concatenate(parts) if parts else np.zeros((0, plan.dim), np.float32)
             write_shard(plan.cache_dir, plan.build, shard, embeddings, record)
             _account(report, shard, record)

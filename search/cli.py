@@ -15,7 +15,7 @@ from data.errors import HpoError
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="face-hpo")
 def cli() -> None:
-    """face-hpo: search a three-output face-attribute head over a frozen VGG-Face base.
+    """face-hpo: search a three-output face-attribute head over a frozen face base (VGG-Face or dlib ResNet).
 
     \b
     The flow:  hpo embed  ->  hpo study create  ->  hpo worker (x N)  ->  hpo export-best

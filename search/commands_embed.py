@@ -1,27 +1,26 @@
-"""`hpo embed`: run the frozen VGG-Face base over FairFace once and store the embeddings in the cache."""
+"""`hpo embed`: run a frozen base (VGG-Face or dlib's ResNet) over FairFace once and cache the embeddings."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import click
 
-from data.errors import ConfigError
+from data.cache import MANIFEST, read_build, read_json
+from data.errors import CacheError, ConfigError
 from data.fairface import SPLIT_NAMES
+from model.bases import BASE_NAMES, DEFAULT_BASE, resolve_base
 from search.settings import resolve_settings
+from search.tfquiet import import_tensorflow_quietly
 
 if TYPE_CHECKING:
-    import numpy as np
-    import tensorflow as tf
-
     from data.embed import EmbedReport
     from data.fairface import Table
-    from model.vggface import WeightsSource
 
 PAPER_SPLIT_SEED = 42  # the authors' shuffle seed; the official split has no randomness
 SKIPPED_SHOWN = 10
@@ -51,13 +50,25 @@ SKIPPED_SHOWN = 10
     help="Augmented embeddings stored per train image, next to the clean one.",
 )
 @click.option("--augment-seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--weights", help="Weights file, 'vggface' or random:SEED [env HPO_WEIGHTS; vggface].")
+@click.option(
+    "--base",
+    "base_name",
+    type=click.Choice(BASE_NAMES),
+    default=DEFAULT_BASE,
+    show_default=True,
+    help="The frozen base: vggface (512-d) or dlib-resnet (128-d; needs the dlib extra).",
+)
+@click.option(
+    "--weights",
+    help="vggface: weights file, 'vggface' or random:SEED; dlib-resnet: 'dlib' or a directory of its "
+    "model files [env HPO_WEIGHTS; the base's default: vggface, dlib].",
+)
 @click.option(
     "--dtype",
     type=click.Choice(["float32", "bfloat16"]),
     default="float32",
     show_default=True,
-    help="Compute dtype of the convolutions; recorded in the fingerprint.",
+    help="Compute dtype of the convolutions (vggface only); recorded in the fingerprint.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), help="Embed only the first N rows of each split.")
@@ -84,6 +95,7 @@ def embed(
     splits: str | None,
     augment_views: int,
     augment_seed: int,
+    base_name: str,
     weights: str | None,
     dtype: str,
     batch_size: int,
@@ -96,8 +108,9 @@ def embed(
     """Embed FairFace images with the frozen base into the cache (once; resumable).
 
     \b
-    Example:
+    Examples:
       hpo embed --dataset ~/fairface --cache work/cache --augment-views 4
+      hpo embed --dataset ~/fairface --cache work/dlib-cache --base dlib-resnet
 
     A killed run resumes where it stopped; a finished cache is left as it is.
     """
@@ -106,11 +119,11 @@ def embed(
     if settings.dataset is None:
         raise ConfigError("no FairFace root given; pass --dataset ROOT or set HPO_DATASET.")
     root, shard_part = settings.dataset, parse_part(part)
+    check_cache_base(settings.cache_dir, base_name)
     tables = load_tables(root, split_name, splits, limit)
     import_tensorflow_quietly()
 
     from data.embed import EmbedOptions, cache_fingerprint, plan_embedding, run_embedding
-    from model.vggface import resolve_weights
 
     options = EmbedOptions(
         augment_views=augment_views,
@@ -120,10 +133,10 @@ def embed(
         part=shard_part,
         strict=strict,
     )
-    source = resolve_weights(settings.weights)
+    base = resolve_base(base_name, settings.weights, dtype=dtype)
     fingerprint = cache_fingerprint(
         root,
-        base=base_description(source, dtype),
+        base=base.description,
         split=split_name,
         split_seed=PAPER_SPLIT_SEED if split_name == "paper" else None,
         splits=list(tables),
@@ -131,32 +144,35 @@ def embed(
         options=options,
     )
     plan = plan_embedding(tables, settings.cache_dir, fingerprint, options)
-    encode = base_encoder(source, dtype)
+    encode = base.make_encoder()
     progress = ProgressLine(sys.stderr)
     started = time.monotonic()
-    report = run_embedding(plan, root, encode, on_progress=progress)
+    try:
+        report = run_embedding(plan, root, encode, on_progress=progress, counts=encode.stats)
+    finally:
+        encode.close()
     progress.close()
     click.echo(summary(report, settings.cache_dir, time.monotonic() - started, options.part))
+    if report.embedded:
+        # The encoder's own account of this run (the manifest holds the whole cache's counts).
+        for line in encode.notes():
+            click.echo(line)
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up notices (oneDNN, CPU features) kept off stderr.
-
-    They are written to file descriptor 2 while the libraries load, before any log level applies,
-    and would bury the one-line errors and the summary.
-    """
-    if "tensorflow" in sys.modules:
+def check_cache_base(cache_dir: Path, base_name: str) -> None:
+    """Refuse, before any weights are looked for, a cache (finished or partial) made with another base."""
+    if not cache_dir.is_dir():
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    recorded = read_json(cache_dir / MANIFEST) or read_build(cache_dir)
+    if recorded is None:
+        return
+    # Caches made before bases had names were all VGG-Face.
+    built_with = recorded.get("fingerprint", {}).get("base", DEFAULT_BASE)
+    if built_with != base_name:
+        raise CacheError(
+            f"the cache at {cache_dir} was built with base {built_with}, this command asks for {base_name}; "
+            f"pass --base {built_with} to use it, or another --cache directory for a {base_name} cache."
+        )
 
 
 def load_tables(root: Path, split_name: str, splits: str | None, limit: int | None) -> dict[str, Table]:
@@ -189,38 +205,6 @@ def parse_part(text: str) -> tuple[int, int]:
             f"--shard {text!r}: expected i/N with 0 <= i < N, e.g. --shard 0/2 and --shard 1/2."
         )
     return int(index), int(parts)
-
-
-def base_description(source: WeightsSource, dtype: str) -> dict[str, object]:
-    """The fingerprint's account of the VGG-Face base: weights, preprocessing, pooling, dtype, dim."""
-    from model.vggface import BASE_DIM, INPUT_SHAPE, PREPROCESSING
-
-    return {
-        "base": "vggface",
-        "weights": source.identity,
-        "input_size": INPUT_SHAPE[0],
-        "preprocessing": PREPROCESSING,
-        "pooling": "avg",
-        "dtype": dtype,
-        "dim": BASE_DIM,
-    }
-
-
-def base_encoder(source: WeightsSource, dtype: str) -> Callable[[tf.Tensor], np.ndarray]:
-    """The base as one compiled call: uint8 [B, 224, 224, 3] -> (B, 512) float32 numpy."""
-    import tensorflow as tf
-
-    from model.vggface import INPUT_SHAPE, build_base
-
-    model = build_base(source, dtype=dtype)
-
-    # A tf.function call runs about twice as fast as model.predict on small batches here; the fixed
-    # signature keeps the last, shorter batch of a shard from retracing.
-    @tf.function(input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.uint8)])
-    def forward(images: tf.Tensor) -> tf.Tensor:
-        return model(tf.cast(images, tf.float32), training=False)
-
-    return lambda images: forward(images).numpy()
 
 
 class ProgressLine:

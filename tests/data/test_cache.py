@@ -172,6 +172,28 @@ def test_fingerprint_differences_tuples_equal_lists_exact_reports_extra_keys() -
         check_fingerprint(Path("c"), stored, {**FINGERPRINT, "limit": 8}, holder="partial cache")
 
 
+def test_fingerprint_differences_names_the_base_first() -> None:
+    stored = {**FINGERPRINT, "base": "dlib-resnet", "dim": 128}
+    wanted = {**FINGERPRINT, "weights": "random:1", "base": "vggface"}
+    assert fingerprint_differences(stored, wanted) == [
+        ("base", "dlib-resnet", "vggface"),
+        ("weights", "random:0", "random:1"),
+        ("dim", 128, DIM),
+    ]
+
+
+def test_finalize_sums_encoder_stats_of_shards_per_split_and_view(tmp_path: Path) -> None:
+    build = write_all_shards(tmp_path)
+    for record_path in sorted((tmp_path / SHARDS).glob("*/view-*/*.json")):
+        record = json.loads(record_path.read_text())
+        view = int(record_path.parent.name.removeprefix("view-"))
+        record["encoder_stats"] = {"found": len(record["rows"]), "views": view}
+        record_path.write_text(json.dumps(record))
+    splits = finalize(tmp_path, build, LABELS).manifest["splits"]
+    assert splits["train"]["encoder_stats"] == [{"found": 5, "views": 0}, {"found": 5, "views": 3}]
+    assert splits["val"]["encoder_stats"] == [{"found": 3, "views": 0}]
+
+
 def test_cache_unknown_split_or_view_refused(tmp_path: Path) -> None:
     cache = finalize(tmp_path, write_all_shards(tmp_path), LABELS)
     with pytest.raises(CacheError, match=r"has no split 'test'; it holds train, val\."):

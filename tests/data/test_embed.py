@@ -157,6 +157,31 @@ def test_run_embedding_interrupted_resumes_to_same_bytes(tmp_path: Path, one_go:
     assert cache_bytes(tmp_path / "cache") == one_go
 
 
+def test_run_embedding_counts_per_shard_sum_to_one_go_after_resume(tmp_path: Path) -> None:
+    calls: list[int] = []
+    inner = tiny_encoder(calls)
+
+    def dies_in_second_shard(images: tf.Tensor) -> np.ndarray:
+        if len(calls) == 2:  # shard 0 (rows 0-3) took two batches of 3 and 1
+            raise KeyboardInterrupt
+        return inner(images)
+
+    def counts() -> dict[str, int]:  # running totals, as the dlib encoder keeps its faces found
+        return {"images": sum(calls), "batches": len(calls)}
+
+    plan = plan_embedding(tables(), tmp_path / "cache", fingerprint(), OPTIONS)
+    with pytest.raises(KeyboardInterrupt):
+        run_embedding(plan, FIXTURE, dies_in_second_shard, counts=counts)
+    calls.clear()  # a new run, a new encoder: its counts start again at 0
+    plan = plan_embedding(tables(), tmp_path / "cache", fingerprint(), OPTIONS)
+    report = run_embedding(plan, FIXTURE, inner, counts=counts)
+    assert report.cache is not None
+    splits = report.cache.manifest["splits"]
+    # Shards of 4 rows in batches of 3: train rows 0-3 (3 + 1) and 4-5; val rows 0-3 (3 + 1) and 4.
+    assert splits["train"]["encoder_stats"] == [{"images": 6, "batches": 3}]
+    assert splits["val"]["encoder_stats"] == [{"images": 5, "batches": 3}]
+
+
 def test_run_embedding_complete_cache_does_no_work(tmp_path: Path, one_go: dict[str, bytes]) -> None:
     embed(tmp_path / "cache")
     calls: list[int] = []

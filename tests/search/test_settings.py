@@ -11,6 +11,7 @@ from search.settings import Settings, resolve_settings
 def test_resolve_settings_defaults_live_in_workdir() -> None:
     settings = resolve_settings({}, {})
     assert settings == Settings()
+    assert settings.weights is None  # each base has its own default
     assert settings.cache_dir == Path("work/cache")
     assert settings.artifact_dir == Path("work/artifacts")
     assert settings.storage_url == f"sqlite:///{Path('work/study.db').resolve()}"

