@@ -10,7 +10,7 @@ setup: $(BIN)/hpo
 $(BIN)/hpo: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[cpu,dev]'
+	$(BIN)/pip install -q -e '.[cpu,dev,dlib]'
 	touch $(BIN)/hpo
 
 lint: setup
@@ -24,6 +24,10 @@ unit: setup
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# The whole flow on this machine (SQLite, random base, a few real images); extra flags: DEMO_ARGS='--port 8081'.
+demo: setup
+	$(BIN)/hpo demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
