@@ -8,9 +8,11 @@ so an export is one graph. Importing this module loads neither TensorFlow nor dl
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -221,3 +223,13 @@ def resolve_base(name: str = DEFAULT_BASE, weights: str | None = None, *, dtype:
     if name not in _RESOLVERS:
         raise ConfigError(f"unknown base {name!r}; the bases are {', '.join(BASE_NAMES)}.")
     return _RESOLVERS[name](weights, dtype)
+
+
+def file_sha256(path: Path, *, what: str, fix: str) -> str:
+    """Hex SHA-256 of a base's weights file, for its identity; a WeightsError naming ``what`` and the
+    ``fix`` when the file cannot be read."""
+    try:
+        with path.open("rb") as stream:
+            return hashlib.file_digest(stream, "sha256").hexdigest()
+    except OSError as error:
+        raise WeightsError(f"cannot read {what} {path}: {error.strerror}; {fix}") from error

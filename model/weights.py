@@ -9,7 +9,6 @@ lists one group per layer; each group's ``weight_names`` attribute lists its dat
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import socket
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,6 +21,7 @@ import numpy as np
 from keras.src.backend.config import keras_home
 
 from data.errors import WeightsError
+from model.bases import file_sha256
 
 WEIGHTS_FILENAME = "rcmalli_vggface_tf_notop_vgg16.h5"
 WEIGHTS_URL = f"https://github.com/rcmalli/keras-vggface/releases/download/v2.0/{WEIGHTS_FILENAME}"
@@ -69,19 +69,8 @@ def resolve_weights(spec: str, *, cache_dir: Path | None = None, origin: str = W
         path = _fetch_vggface(cache_dir if cache_dir is not None else Path(keras_home()), origin)
     else:
         path = _existing_file(spec)
-    return WeightsSource(path=path, seed=None, identity=f"sha256:{file_sha256(path)}")
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as error:
-        raise WeightsError(f"cannot read weights file {path}: {error.strerror}; {_FIX}.") from error
-    return digest.hexdigest()
+    digest = file_sha256(path, what="weights file", fix=f"{_FIX}.")
+    return WeightsSource(path=path, seed=None, identity=f"sha256:{digest}")
 
 
 def _parse_seed(spec: str) -> int:

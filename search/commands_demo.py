@@ -9,25 +9,15 @@ from pathlib import Path
 import click
 
 from search import demo as flow
+from search.options import dataset_option, workdir_option
 from search.settings import resolve_settings
 
 DEFAULTS = flow.DemoOptions()
 
 
 @click.command("demo")
-@click.option(
-    "--workdir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Work directory; the demo writes only into its demo/ folder. [env: HPO_WORKDIR; default: ./work]",
-)
-@click.option(
-    "--dataset",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="FairFace root. [env: HPO_DATASET; default: ../shared/fairface if present, else the checkout's "
-    "tests/fixtures/fairface]",
-)
+@workdir_option("Work directory; the demo writes only into its demo/ folder.")
+@dataset_option(default="../shared/fairface if present, else the checkout's tests/fixtures/fairface")
 @click.option("--limit", type=click.IntRange(min=1), default=DEFAULTS.limit, show_default=True,
               help="Rows of each split to embed.")  # fmt: skip
 @click.option("--budget", type=click.IntRange(min=1), default=DEFAULTS.budget, show_default=True,

@@ -15,6 +15,7 @@ from data.cache import MANIFEST, read_build, read_json
 from data.errors import CacheError, ConfigError
 from data.fairface import SPLIT_NAMES
 from model.bases import BASE_NAMES, DEFAULT_BASE, resolve_base
+from search.options import batch_size_option, cache_option, dataset_option, weights_option, workdir_option
 from search.settings import resolve_settings
 from search.tfquiet import import_tensorflow_quietly
 
@@ -27,10 +28,8 @@ SKIPPED_SHOWN = 10
 
 
 @click.command()
-@click.option("--dataset", type=click.Path(path_type=Path), help="FairFace root [env HPO_DATASET].")
-@click.option(
-    "--cache", type=click.Path(path_type=Path), help="Cache directory [env HPO_CACHE; <workdir>/cache]."
-)
+@dataset_option()
+@cache_option("Cache directory.")
 @click.option(
     "--split",
     "split_name",
@@ -58,10 +57,9 @@ SKIPPED_SHOWN = 10
     show_default=True,
     help="The frozen base: vggface (512-d) or dlib-resnet (128-d; needs the dlib extra).",
 )
-@click.option(
-    "--weights",
-    help="vggface: weights file, 'vggface' or random:SEED; dlib-resnet: 'dlib' or a directory of its "
-    "model files [env HPO_WEIGHTS; the base's default: vggface, dlib].",
+@weights_option(
+    "vggface: weights file, 'vggface' (its default) or random:SEED; dlib-resnet: 'dlib' (its default) or "
+    "a directory of its model files."
 )
 @click.option(
     "--dtype",
@@ -70,7 +68,7 @@ SKIPPED_SHOWN = 10
     show_default=True,
     help="Compute dtype of the convolutions (vggface only); recorded in the fingerprint.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@batch_size_option()
 @click.option("--limit", type=click.IntRange(min=1), help="Embed only the first N rows of each split.")
 @click.option(
     "--shard",
@@ -87,7 +85,7 @@ SKIPPED_SHOWN = 10
     help="Rows per shard, the unit of resume and of --shard.",
 )
 @click.option("--strict", is_flag=True, help="Fail on an undecodable image instead of skipping it.")
-@click.option("--workdir", type=click.Path(path_type=Path), help="Work directory [env HPO_WORKDIR; ./work].")
+@workdir_option()
 def embed(
     dataset: Path | None,
     cache: Path | None,

@@ -9,46 +9,25 @@ from pathlib import Path
 import click
 
 from data.errors import ConfigError
+from search.options import batch_size_option, cache_option, dataset_option, model_option, weights_option
 from search.settings import resolve_settings
 from search.tfquiet import import_tensorflow_quietly
 
 
 @click.command("evaluate")
-@click.option(
-    "--model",
-    "model_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Export directory written by `hpo export-best`.",
+@model_option()
+@dataset_option("FairFace root: run its images through the full model.")
+@cache_option(
+    "Embedding cache made with the model's base weights: run its embeddings through the model's head "
+    "(fast path)."
 )
-@click.option(
-    "--dataset",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="FairFace root: run its images through the full model. [env: HPO_DATASET]",
-)
-@click.option(
-    "--cache",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Embedding cache made with the model's base weights: run its embeddings through the "
-    "model's head (fast path). [env: HPO_CACHE]",
-)
-@click.option(
-    "--weights",
-    default=None,
-    help="With --dataset, for a head+predictor export (dlib-resnet): its base's weights, 'dlib' or a "
-    "directory of the model files. [env: HPO_WEIGHTS; default: the base's default]",
+@weights_option(
+    "With --dataset, for a head+predictor export (dlib-resnet): its base's weights, 'dlib' or a "
+    "directory of the model files."
 )
 @click.option("--split-name", default="test", show_default=True, help="Which split to evaluate on.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the report.")
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="Images per batch (--dataset only).",
-)
+@batch_size_option("Images per batch (--dataset only).")
 def evaluate(
     model_dir: Path,
     dataset: Path | None,

@@ -7,36 +7,28 @@ from pathlib import Path
 
 import click
 
+from search.options import (
+    artifacts_option,
+    cache_option,
+    storage_option,
+    study_option,
+    weights_option,
+    workdir_option,
+)
 from search.settings import resolve_settings
 from search.tfquiet import import_tensorflow_quietly
 
 
 @click.command("export-best")
-@click.option(
-    "--storage", default=None, help="Study database URL. [env: HPO_STORAGE; default: SQLite in the workdir]"
+@storage_option()
+@study_option()
+@cache_option("The embedding cache the study was created with.")
+@weights_option(
+    "The base weights the cache was embedded with (vggface: file, 'vggface' or random:SEED; "
+    "dlib-resnet: 'dlib' or a directory)."
 )
-@click.option("--study", "study_name", default=None, help="Study name. [env: HPO_STUDY; default: face-hpo]")
-@click.option(
-    "--cache",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The embedding cache the study was created with. [env: HPO_CACHE]",
-)
-@click.option(
-    "--weights",
-    default=None,
-    help="The base weights the cache was embedded with (vggface: file, 'vggface' or random:SEED; "
-    "dlib-resnet: 'dlib' or a directory). [env: HPO_WEIGHTS; default: the base's default]",
-)
-@click.option(
-    "--artifacts",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where the workers stored the heads of best trials. [env: HPO_ARTIFACTS]",
-)
-@click.option(
-    "--workdir", type=click.Path(path_type=Path), default=None, help="[env: HPO_WORKDIR; default: ./work]"
-)
+@artifacts_option("Where the workers stored the heads of best trials.")
+@workdir_option()
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="New directory for the export.")
 @click.option(
     "--trial",

@@ -11,18 +11,13 @@ import click
 import numpy as np
 
 from data.labels import HEADS, VOCABULARIES
+from search.options import batch_size_option, model_option, weights_option
 from search.settings import resolve_settings
 from search.tfquiet import import_tensorflow_quietly
 
 
 @click.command("predict")
-@click.option(
-    "--model",
-    "model_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Export directory written by `hpo export-best`.",
-)
+@model_option()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array instead of text.")
 @click.option(
@@ -32,12 +27,9 @@ from search.tfquiet import import_tensorflow_quietly
     show_default=True,
     help="Labels per head, most probable first (gender has 2).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option(
-    "--weights",
-    default=None,
-    help="For a head+predictor export (dlib-resnet): its base's weights, 'dlib' or a directory of the "
-    "model files. [env: HPO_WEIGHTS; default: the base's default]",
+@batch_size_option()
+@weights_option(
+    "For a head+predictor export (dlib-resnet): its base's weights, 'dlib' or a directory of the model files."
 )
 def predict(
     model_dir: Path,

@@ -8,17 +8,14 @@ from pathlib import Path
 
 import click
 
+from search.options import storage_option, study_option, workdir_option
 from search.settings import resolve_settings
 
 
 @click.command("status")
-@click.option(
-    "--storage", default=None, help="Study database URL. [env: HPO_STORAGE; default: SQLite in the workdir]"
-)
-@click.option("--study", "study_name", default=None, help="Study name. [env: HPO_STUDY; default: face-hpo]")
-@click.option(
-    "--workdir", type=click.Path(path_type=Path), default=None, help="[env: HPO_WORKDIR; default: ./work]"
-)
+@storage_option()
+@study_option()
+@workdir_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
 def status(storage: str | None, study_name: str | None, workdir: Path | None, as_json: bool) -> None:
     """Show a study: trials by state, progress against the budget, trials per hour, the best trial

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import optuna
 
+from search.options import cache_option, storage_option, study_option, workdir_option
 from search.settings import resolve_settings
 from search.study import OBJECTIVES, PRUNERS, SAMPLERS, StudySettings
 
@@ -20,10 +21,8 @@ def study() -> None:
 
 
 @study.command("create")
-@click.option(
-    "--storage", default=None, help="Study database URL. [env: HPO_STORAGE; default: SQLite in the workdir]"
-)
-@click.option("--study", "study_name", default=None, help="Study name. [env: HPO_STUDY; default: face-hpo]")
+@storage_option()
+@study_option()
 @click.option(
     "--space",
     "space_file",
@@ -31,15 +30,8 @@ def study() -> None:
     default=None,
     help="Search-space TOML file. [default: the packaged space, with the paper's head]",
 )
-@click.option(
-    "--cache",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Embedding cache the study searches on. [env: HPO_CACHE]",
-)
-@click.option(
-    "--workdir", type=click.Path(path_type=Path), default=None, help="[env: HPO_WORKDIR; default: ./work]"
-)
+@cache_option("Embedding cache the study searches on.")
+@workdir_option()
 @click.option(
     "--budget",
     type=click.IntRange(min=1),
@@ -143,8 +135,8 @@ def create(
 
 
 @study.command("list")
-@click.option("--storage", default=None, help="Study database URL. [env: HPO_STORAGE]")
-@click.option("--workdir", type=click.Path(path_type=Path), default=None, help="[env: HPO_WORKDIR]")
+@storage_option()
+@workdir_option()
 def list_studies(storage: str | None, workdir: Path | None) -> None:
     """List the studies in the database: name, objective, progress against the budget.
 

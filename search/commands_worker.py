@@ -9,30 +9,17 @@ from pathlib import Path
 
 import click
 
+from search.options import artifacts_option, cache_option, storage_option, study_option, workdir_option
 from search.settings import resolve_settings
 from search.tfquiet import import_tensorflow_quietly
 
 
 @click.command("worker")
-@click.option(
-    "--storage", default=None, help="Study database URL. [env: HPO_STORAGE; default: SQLite in the workdir]"
-)
-@click.option("--study", "study_name", default=None, help="Study name. [env: HPO_STUDY; default: face-hpo]")
-@click.option(
-    "--cache",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The embedding cache the study was created with. [env: HPO_CACHE]",
-)
-@click.option(
-    "--artifacts",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where the heads of best trials are stored; shared by all workers. [env: HPO_ARTIFACTS]",
-)
-@click.option(
-    "--workdir", type=click.Path(path_type=Path), default=None, help="[env: HPO_WORKDIR; default: ./work]"
-)
+@storage_option()
+@study_option()
+@cache_option("The embedding cache the study was created with.")
+@artifacts_option("Where the heads of best trials are stored; shared by all workers.")
+@workdir_option()
 @click.option(
     "--gpus",
     default=None,

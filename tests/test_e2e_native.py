@@ -17,12 +17,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +30,6 @@ FIXTURE = REPO / "tests" / "fixtures" / "fairface"
 SCREENSHOT = REPO / "work" / "e2e" / "dashboard.png"
 CHROMIUM = Path("/usr/bin/chromium")
 BIN = Path(sys.executable).parent
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 BUDGET = 8
 EMBED_FLAGS = ("--dtype", "bfloat16", "--batch-size", "4", "--limit", "8")  # 8 rows per split
 CHROMIUM_FLAGS = (
@@ -119,28 +118,11 @@ def _env(settings: dict[str, str]) -> dict[str, str]:
     return env | {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"} | settings
 
 
-def _admin() -> psycopg2.extensions.connection:
-    connection = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
-    connection.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
-    return connection
-
-
 @pytest.fixture(scope="module")
-def database() -> Iterator[str]:
+def database(fresh_database: Callable[[str], AbstractContextManager[str]]) -> Iterator[str]:
     """A fresh PostgreSQL database ``hpo_e2e_<random>``, dropped at the end."""
-    name = f"hpo_e2e_{secrets.token_hex(4)}"
-    try:
-        connection = _admin()
-    except psycopg2.OperationalError as error:
-        pytest.skip(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} as {PG_USER}: {error}")
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    connection.close()
-    yield f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    connection = _admin()
-    with connection.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    connection.close()
+    with fresh_database("hpo_e2e") as url:
+        yield url
 
 
 def _hpo(args: list[str], settings: dict[str, str]) -> None:

@@ -49,6 +49,19 @@ def tiny_encoder(calls: list[int] | None = None) -> Callable[[tf.Tensor], np.nda
 ENCODE = tiny_encoder()
 
 
+def dies_in_second_shard(
+    encode: Callable[[tf.Tensor], np.ndarray], calls: list[int]
+) -> Callable[[tf.Tensor], np.ndarray]:
+    """``encode`` (which appends to ``calls``), interrupted as the second shard starts."""
+
+    def encode_until_interrupted(images: tf.Tensor) -> np.ndarray:
+        if len(calls) == 2:  # shard 0 (rows 0-3) took two batches of 3 and 1
+            raise KeyboardInterrupt
+        return encode(images)
+
+    return encode_until_interrupted
+
+
 def tables(root: Path = FIXTURE, train: int = 6, val: int = 5) -> dict[str, Table]:
     split = load_split(root, split="official")
     return {"train": split["train"].take(train), "val": split["val"].take(val)}
@@ -135,15 +148,8 @@ def test_run_embedding_two_parts_equal_one_go(tmp_path: Path, one_go: dict[str, 
 
 def test_run_embedding_interrupted_resumes_to_same_bytes(tmp_path: Path, one_go: dict[str, bytes]) -> None:
     calls: list[int] = []
-    inner = tiny_encoder(calls)
-
-    def dies_in_second_shard(images: tf.Tensor) -> np.ndarray:
-        if len(calls) == 2:  # shard 0 (rows 0-3) took two batches of 3 and 1
-            raise KeyboardInterrupt
-        return inner(images)
-
     with pytest.raises(KeyboardInterrupt):
-        embed(tmp_path / "cache", encode=dies_in_second_shard)
+        embed(tmp_path / "cache", encode=dies_in_second_shard(tiny_encoder(calls), calls))
     assert sorted(p.name for p in (tmp_path / "cache" / SHARDS / "train" / "view-0").iterdir()) == [
         "000000000.json",
         "000000000.npy",
@@ -161,17 +167,12 @@ def test_run_embedding_counts_per_shard_sum_to_one_go_after_resume(tmp_path: Pat
     calls: list[int] = []
     inner = tiny_encoder(calls)
 
-    def dies_in_second_shard(images: tf.Tensor) -> np.ndarray:
-        if len(calls) == 2:  # shard 0 (rows 0-3) took two batches of 3 and 1
-            raise KeyboardInterrupt
-        return inner(images)
-
     def counts() -> dict[str, int]:  # running totals, as the dlib encoder keeps its faces found
         return {"images": sum(calls), "batches": len(calls)}
 
     plan = plan_embedding(tables(), tmp_path / "cache", fingerprint(), OPTIONS)
     with pytest.raises(KeyboardInterrupt):
-        run_embedding(plan, FIXTURE, dies_in_second_shard, counts=counts)
+        run_embedding(plan, FIXTURE, dies_in_second_shard(inner, calls), counts=counts)
     calls.clear()  # a new run, a new encoder: its counts start again at 0
     plan = plan_embedding(tables(), tmp_path / "cache", fingerprint(), OPTIONS)
     report = run_embedding(plan, FIXTURE, inner, counts=counts)

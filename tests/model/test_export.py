@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -21,16 +22,11 @@ from model.export import (
     class_probabilities,
     head_outputs,
     image_outputs,
-    join_model,
     load_export,
-    model_card,
     predicted_classes,
     read_card,
-    save_model,
-    write_card,
 )
 from model.head import HeadConfig, LayerSpec, build_head
-from model.vggface import build_base, resolve_weights
 from search.cli import main
 
 FAIRFACE = Path(__file__).resolve().parents[1] / "fixtures" / "fairface"
@@ -93,21 +89,17 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory, cache: Cache) -> ExportedModel:
-    out = tmp_path_factory.mktemp("export") / "model"
-    model = join_model(build_base(resolve_weights("random:0")), small_head())
-    save_model(model, out)
-    card = model_card(
-        model,
-        kind="keras",
-        base=resolve_base("vggface", "random:0").description,
-        head_config=CONFIG,
+def exported(
+    tmp_path_factory: pytest.TempPathFactory, cache: Cache, save_random_base_export: Callable[..., Path]
+) -> ExportedModel:
+    out = save_random_base_export(
+        small_head(),
+        CONFIG,
+        tmp_path_factory.mktemp("export") / "model",
         cache_fingerprint=cache.fingerprint,
         study={"name": None, "trial": None, "objective": None, "value": None, "retrained": False},
         validation_metrics={"age": {"accuracy": 0.5}},
-        code_version={"package": "test"},
     )
-    write_card(out, card)
     return load_export(out)
 
 

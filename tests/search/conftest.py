@@ -1,4 +1,5 @@
-"""Fixtures of the search tests: a fresh PostgreSQL database per test run, a tiny cache, a tiny space."""
+"""Fixtures of the search tests: a fresh PostgreSQL database per test run, a tiny cache, a tiny space, and
+`hpo` run in a subprocess or in this process."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
-import psycopg2
 import pytest
 
 from data.cache import build_record, finalize, shard_grid, write_shard
+from search.cli import main
 
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 HPO = Path(sys.executable).with_name("hpo")
 DIM = 16
 
@@ -76,28 +77,11 @@ PAPER_PARAMS = {
 }
 
 
-def _admin() -> psycopg2.extensions.connection:
-    connection = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
-    connection.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
-    return connection
-
-
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
+def pg_url(fresh_database: Callable[[str], AbstractContextManager[str]]) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this test run, dropped at the end."""
-    name = f"hpo_test_{secrets.token_hex(4)}"
-    try:
-        connection = _admin()
-    except psycopg2.OperationalError as error:
-        pytest.skip(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} as {PG_USER}: {error}")
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    connection.close()
-    yield f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    connection = _admin()
-    with connection.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    connection.close()
+    with fresh_database("hpo_test") as url:
+        yield url
 
 
 def write_tiny_cache(path: Path, *, seed: int, train: int = 96, val: int = 48) -> Path:
@@ -180,3 +164,19 @@ def hpo() -> Callable[..., subprocess.CompletedProcess[str]]:
 def paper_params() -> dict[str, object]:
     """The Optuna params of the tiny space's "paper" point."""
     return dict(PAPER_PARAMS)
+
+
+@pytest.fixture
+def run_hpo(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """`run_hpo(*args)`: run the `hpo` entry point in this process, to (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,26 +12,14 @@ import pytest
 
 from data.cache import Cache, open_cache
 from data.labels import HEADS, VOCABULARIES
-from model.bases import resolve_base
-from model.export import join_model, load_export, model_card, save_model, write_card
+from model.export import load_export
 from model.head import HeadConfig, LayerSpec, build_head
-from model.vggface import build_base, resolve_weights
 from search.cli import main
 
+RunHpo = Callable[..., tuple[int, str, str]]  # the `run_hpo` fixture: `hpo ARGS` in-process
 FAIRFACE = Path(__file__).resolve().parents[1] / "fixtures" / "fairface"
 CONFIG = HeadConfig(layers=(LayerSpec(16, "relu", 0.0),))
 REPORT_FILES = ["report.json", "report.md", "confusion_age.png", "confusion_race.png", "confusion_gender.png"]
-
-
-def run_hpo(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the `hpo` entry point in-process: (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +43,9 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, cache: Cache) -> Path:
+def model_dir(
+    tmp_path_factory: pytest.TempPathFactory, cache: Cache, save_random_base_export: Callable[..., Path]
+) -> Path:
     keras.utils.set_random_seed(2)
     head = build_head(CONFIG, 512)
     # The random base's embeddings of different faces are much alike: standardise the first layer on them
@@ -63,21 +54,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, cache: Cache) -> Path:
     kernel, _ = head.get_layer("dense_0").get_weights()
     mean, scale = embeddings.mean(axis=0) @ kernel, (embeddings @ kernel).std(axis=0) + 1e-6
     head.get_layer("dense_0").set_weights([kernel / scale, -mean / scale])
-    model = join_model(build_base(resolve_weights("random:0")), head)
     out = tmp_path_factory.mktemp("export") / "model"
-    save_model(model, out)
-    card = model_card(
-        model,
-        head_config=CONFIG,
-        kind="keras",
-        base=resolve_base("vggface", "random:0").description,
-        cache_fingerprint=cache.fingerprint,
-        study={"name": "s", "trial": 3},
-        validation_metrics={},
-        code_version={"package": "test"},
+    return save_random_base_export(
+        head, CONFIG, out, cache_fingerprint=cache.fingerprint, study={"name": "s", "trial": 3}
     )
-    write_card(out, card)
-    return out
 
 
 def hand_report(model_dir: Path, cache: Cache) -> dict[str, dict[str, Any]]:
@@ -108,10 +88,9 @@ def hand_report(model_dir: Path, cache: Cache) -> dict[str, dict[str, Any]]:
 
 
 def test_evaluate_cache_report_equals_hand_count(
-    capsys: pytest.CaptureFixture[str], model_dir: Path, cache: Cache, tmp_path: Path
+    run_hpo: RunHpo, model_dir: Path, cache: Cache, tmp_path: Path
 ) -> None:
     code, out, err = run_hpo(
-        capsys,
         "evaluate",
         "--model",
         str(model_dir),
@@ -148,11 +127,11 @@ def test_evaluate_cache_report_equals_hand_count(
 
 
 def test_evaluate_images_agree_with_cache(
-    capsys: pytest.CaptureFixture[str], model_dir: Path, cache: Cache, tmp_path: Path
+    run_hpo: RunHpo, model_dir: Path, cache: Cache, tmp_path: Path
 ) -> None:
     for source in (["--cache", str(cache.path)], ["--dataset", str(FAIRFACE)]):
         code, _, err = run_hpo(
-            capsys, "evaluate", "--model", str(model_dir), *source, "--out", str(tmp_path / source[0][2:])
+            "evaluate", "--model", str(model_dir), *source, "--out", str(tmp_path / source[0][2:])
         )
         assert code == 0, err
     from_cache = json.loads((tmp_path / "cache" / "report.json").read_text())
@@ -163,7 +142,7 @@ def test_evaluate_images_agree_with_cache(
 
 
 def test_evaluate_refuses_cache_of_other_weights(
-    capsys: pytest.CaptureFixture[str], model_dir: Path, cache: Cache, tmp_path: Path
+    run_hpo: RunHpo, model_dir: Path, cache: Cache, tmp_path: Path
 ) -> None:
     other = tmp_path / "other-cache"
     shutil.copytree(cache.path, other)
@@ -171,7 +150,7 @@ def test_evaluate_refuses_cache_of_other_weights(
     manifest["fingerprint"]["weights"] = "sha256:" + "ab" * 32
     (other / "manifest.json").write_text(json.dumps(manifest))
     code, out, err = run_hpo(
-        capsys, "evaluate", "--model", str(model_dir), "--cache", str(other), "--out", str(tmp_path / "eval")
+        "evaluate", "--model", str(model_dir), "--cache", str(other), "--out", str(tmp_path / "eval")
     )
     assert (code, out) == (2, "")
     assert err == (
@@ -182,11 +161,8 @@ def test_evaluate_refuses_cache_of_other_weights(
     assert not (tmp_path / "eval").exists()
 
 
-def test_evaluate_refuses_both_sources(
-    capsys: pytest.CaptureFixture[str], model_dir: Path, cache: Cache
-) -> None:
+def test_evaluate_refuses_both_sources(run_hpo: RunHpo, model_dir: Path, cache: Cache) -> None:
     code, _, err = run_hpo(
-        capsys,
         "evaluate",
         "--model",
         str(model_dir),
@@ -204,11 +180,8 @@ def test_evaluate_refuses_both_sources(
     )
 
 
-def test_evaluate_model_dir_missing_its_card(
-    capsys: pytest.CaptureFixture[str], cache: Cache, tmp_path: Path
-) -> None:
+def test_evaluate_model_dir_missing_its_card(run_hpo: RunHpo, cache: Cache, tmp_path: Path) -> None:
     code, _, err = run_hpo(
-        capsys,
         "evaluate",
         "--model",
         str(tmp_path),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from search.cli import main
 from search.study import open_storage_for, open_study
 from search.worker import StopFlag, WorkerSpec, run_worker
 
+RunHpo = Callable[..., tuple[int, str, str]]  # the `run_hpo` fixture: `hpo ARGS` in-process
 FAIRFACE = Path(__file__).resolve().parents[1] / "fixtures" / "fairface"
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
@@ -33,17 +35,6 @@ class Searched:
         where = ["--storage", self.url, "--study", study, "--cache", str(self.cache)]
         base = ["--weights", "random:0", "--artifacts", str(self.artifacts)]
         return ["export-best", *where, *base, "--out", str(out), *extra]
-
-
-def run_hpo(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the `hpo` entry point in-process: (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def create_study(
@@ -81,10 +72,10 @@ def stored_outputs(searched: Searched, trial: int | None = None) -> dict[str, np
 
 
 def test_export_best_exports_the_stored_head_with_card_and_report(
-    capsys: pytest.CaptureFixture[str], searched: Searched, tmp_path: Path
+    run_hpo: RunHpo, searched: Searched, tmp_path: Path
 ) -> None:
     out = tmp_path / "export"
-    code, stdout, err = run_hpo(capsys, *searched.args("s", out))
+    code, stdout, err = run_hpo(*searched.args("s", out))
     assert code == 0, err
     assert stdout == f"{out}\n"
     assert err.startswith("hpo export-best: loading the stored head of trial ")
@@ -114,11 +105,11 @@ def test_export_best_exports_the_stored_head_with_card_and_report(
 
 
 def test_export_best_retrain_rebuilds_the_trial_head(
-    capsys: pytest.CaptureFixture[str], searched: Searched, tmp_path: Path
+    run_hpo: RunHpo, searched: Searched, tmp_path: Path
 ) -> None:
     best = open_study(open_storage_for(searched.url), "s").best_trial
     out = tmp_path / "retrained"
-    code, _, err = run_hpo(capsys, *searched.args("s", out, "--trial", str(best.number), "--retrain"))
+    code, _, err = run_hpo(*searched.args("s", out, "--trial", str(best.number), "--retrain"))
     assert code == 0, err
     assert f"retraining the head of trial {best.number} (2 epochs)" in err
     card = load_export(out).card
@@ -136,22 +127,22 @@ def test_export_best_retrain_rebuilds_the_trial_head(
 
 
 def test_export_best_study_without_complete_trial(
-    capsys: pytest.CaptureFixture[str], searched: Searched, tmp_path: Path
+    run_hpo: RunHpo, capsys: pytest.CaptureFixture[str], searched: Searched, tmp_path: Path
 ) -> None:
     create_study(searched, "empty", capsys=capsys)
-    code, stdout, err = run_hpo(capsys, *searched.args("empty", tmp_path / "out"))
+    code, stdout, err = run_hpo(*searched.args("empty", tmp_path / "out"))
     assert (code, stdout) == (2, "")
     assert err == "hpo: error: study 'empty' has no COMPLETE trial yet; run `hpo worker` first.\n"
     assert not (tmp_path / "out").exists()
 
 
 def test_export_best_trial_without_stored_head_suggests_retrain(
-    capsys: pytest.CaptureFixture[str], searched: Searched, tmp_path: Path
+    run_hpo: RunHpo, capsys: pytest.CaptureFixture[str], searched: Searched, tmp_path: Path
 ) -> None:
     study = create_study(searched, "nohead", "--seed", "5", capsys=capsys)
     config = {"layers": [{"units": 8, "activation": "relu", "dropout": 0.0}]}
     study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={"head_config": config}))
-    code, _, err = run_hpo(capsys, *searched.args("nohead", tmp_path / "out"))
+    code, _, err = run_hpo(*searched.args("nohead", tmp_path / "out"))
     assert code == 2
     assert err == (
         "hpo: error: trial 1 of study 'nohead' has no stored head (workers store only the head of each new "
@@ -160,11 +151,11 @@ def test_export_best_trial_without_stored_head_suggests_retrain(
 
 
 def test_export_best_refuses_weights_other_than_the_cache(
-    capsys: pytest.CaptureFixture[str], searched: Searched, tmp_path: Path
+    run_hpo: RunHpo, searched: Searched, tmp_path: Path
 ) -> None:
     args = searched.args("s", tmp_path / "out")
     args[args.index("random:0")] = "random:1"
-    code, _, err = run_hpo(capsys, *args)
+    code, _, err = run_hpo(*args)
     assert code == 2
     assert err == (
         f"hpo: error: the cache at {searched.cache} was embedded with other vggface settings: weights "
@@ -174,12 +165,12 @@ def test_export_best_refuses_weights_other_than_the_cache(
 
 
 def test_export_best_pareto_study_lists_its_front(
-    capsys: pytest.CaptureFixture[str], searched: Searched, tmp_path: Path
+    run_hpo: RunHpo, capsys: pytest.CaptureFixture[str], searched: Searched, tmp_path: Path
 ) -> None:
     study = create_study(searched, "pareto", "--objective", "pareto", capsys=capsys)
     for values in ([0.5, 0.2, 0.9], [0.3, 0.6, 0.8], [0.2, 0.1, 0.5]):  # the third is dominated
         study.add_trial(optuna.trial.create_trial(values=values))
-    code, stdout, err = run_hpo(capsys, *searched.args("pareto", tmp_path / "out"))
+    code, stdout, err = run_hpo(*searched.args("pareto", tmp_path / "out"))
     assert code == 2
     # Trial 0 is the space's paper point, queued but not run.
     assert stdout.splitlines() == [
@@ -191,7 +182,7 @@ def test_export_best_pareto_study_lists_its_front(
         "hpo: error: study 'pareto' is a three-objective (Pareto) study with no single best trial; pick one "
         "of its Pareto-front trials 1, 2 with --trial N.\n"
     )
-    code, _, err = run_hpo(capsys, *searched.args("pareto", tmp_path / "out", "--trial", "0"))
+    code, _, err = run_hpo(*searched.args("pareto", tmp_path / "out", "--trial", "0"))
     assert (code, err) == (
         2,
         "hpo: error: --trial 0: trial 0 of study 'pareto' is WAITING; pick a COMPLETE "
@@ -199,11 +190,9 @@ def test_export_best_pareto_study_lists_its_front(
     )
 
 
-def test_export_best_refuses_a_non_empty_out(
-    capsys: pytest.CaptureFixture[str], searched: Searched, tmp_path: Path
-) -> None:
+def test_export_best_refuses_a_non_empty_out(run_hpo: RunHpo, searched: Searched, tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("mine")
-    code, _, err = run_hpo(capsys, *searched.args("s", tmp_path))
+    code, _, err = run_hpo(*searched.args("s", tmp_path))
     assert code == 2
     assert (
         err == f"hpo: error: --out {tmp_path} exists and is not empty; choose a new directory or delete it.\n"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -11,48 +12,24 @@ import pytest
 from data.images import image_batches
 from data.labels import AGE, GENDER, RACE
 from model.bases import resolve_base
-from model.export import join_model, load_export, model_card, save_model, write_card
+from model.export import load_export
 from model.head import HeadConfig, LayerSpec, build_head
-from model.vggface import build_base, resolve_weights
-from search.cli import main
 
+RunHpo = Callable[..., tuple[int, str, str]]  # the `run_hpo` fixture: `hpo ARGS` in-process
 FAIRFACE = Path(__file__).resolve().parents[1] / "fixtures" / "fairface"
 CONFIG = HeadConfig(layers=(LayerSpec(16, "relu", 0.0),))
 FACES = ["val/1.jpg", "val/2.jpg", "val/3.jpg"]
 
 
-def run_hpo(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the `hpo` entry point in-process: (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def model_dir(tmp_path_factory: pytest.TempPathFactory, save_random_base_export: Callable[..., Path]) -> Path:
     keras.utils.set_random_seed(1)
     head = build_head(CONFIG, 512)
     kernel, bias = head.get_layer("dense_0").get_weights()
     head.get_layer("dense_0").set_weights([kernel / 300.0, bias])  # probabilities away from 0 and 1
-    model = join_model(build_base(resolve_weights("random:0")), head)
     out = tmp_path_factory.mktemp("export") / "model"
-    save_model(model, out)
-    card = model_card(
-        model,
-        head_config=CONFIG,
-        kind="keras",
-        base=resolve_base("vggface", "random:0").description,
-        cache_fingerprint=resolve_base("vggface", "random:0").description,
-        study={},
-        validation_metrics={},
-        code_version={"package": "test"},
-    )
-    write_card(out, card)
-    return out
+    fingerprint = resolve_base("vggface", "random:0").description
+    return save_random_base_export(head, CONFIG, out, cache_fingerprint=fingerprint, study={})
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +49,9 @@ def faces(tmp_path: Path) -> list[str]:
 
 
 def test_predict_prints_top_label_per_head(
-    capsys: pytest.CaptureFixture[str], model_dir: Path, expected: dict[str, np.ndarray], faces: list[str]
+    run_hpo: RunHpo, model_dir: Path, expected: dict[str, np.ndarray], faces: list[str]
 ) -> None:
-    code, out, err = run_hpo(capsys, "predict", "--model", str(model_dir), *faces)
+    code, out, err = run_hpo("predict", "--model", str(model_dir), *faces)
     assert (code, err) == (0, "")
     lines = []
     for i, face in enumerate(faces):
@@ -90,9 +67,9 @@ def test_predict_prints_top_label_per_head(
 
 
 def test_predict_json_top_k(
-    capsys: pytest.CaptureFixture[str], model_dir: Path, expected: dict[str, np.ndarray], faces: list[str]
+    run_hpo: RunHpo, model_dir: Path, expected: dict[str, np.ndarray], faces: list[str]
 ) -> None:
-    code, out, _ = run_hpo(capsys, "predict", "--model", str(model_dir), "--json", "--top-k", "3", *faces)
+    code, out, _ = run_hpo("predict", "--model", str(model_dir), "--json", "--top-k", "3", *faces)
     assert code == 0
     rows = json.loads(out)
     assert [row["image"] for row in rows] == faces
@@ -113,13 +90,13 @@ def test_predict_json_top_k(
 
 
 def test_predict_names_unreadable_files_and_prints_the_rest(
-    capsys: pytest.CaptureFixture[str], model_dir: Path, faces: list[str], tmp_path: Path
+    run_hpo: RunHpo, model_dir: Path, faces: list[str], tmp_path: Path
 ) -> None:
     notes = tmp_path / "notes.jpg"
     notes.write_text("this is not an image")
     missing = tmp_path / "missing.jpg"
     code, out, err = run_hpo(
-        capsys, "predict", "--model", str(model_dir), "--json", faces[0], str(notes), str(missing), faces[1]
+        "predict", "--model", str(model_dir), "--json", faces[0], str(notes), str(missing), faces[1]
     )
     assert code == 2
     assert [row["image"] for row in json.loads(out)] == [faces[0], faces[1]]
@@ -131,12 +108,12 @@ def test_predict_names_unreadable_files_and_prints_the_rest(
 
 
 def test_predict_model_dir_missing_a_file(
-    capsys: pytest.CaptureFixture[str], model_dir: Path, faces: list[str], tmp_path: Path
+    run_hpo: RunHpo, model_dir: Path, faces: list[str], tmp_path: Path
 ) -> None:
     copy = tmp_path / "broken"
     shutil.copytree(model_dir, copy, copy_function=lambda src, dst: Path(dst).hardlink_to(src))
     (copy / "model.keras").unlink()
-    code, out, err = run_hpo(capsys, "predict", "--model", str(copy), faces[0])
+    code, out, err = run_hpo("predict", "--model", str(copy), faces[0])
     assert (code, out) == (2, "")
     assert err == (
         f"hpo: error: model directory {copy} is missing model.keras (listed in its model_card.json); "

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -12,26 +13,16 @@ from optuna.trial import TrialState
 from data.cache import open_cache
 from data.errors import StudyError
 from search.artifacts import load_best_head
-from search.cli import main
 from search.space import load_space
 from search.storage import open_storage, render_url
 from search.study import CACHE_ATTR, CODE_ATTR, SETTINGS_ATTR, SPACE_ATTR, SPACE_SHA_ATTR, code_version
+
+RunHpo = Callable[..., tuple[int, str, str]]  # the `run_hpo` fixture: `hpo ARGS` in-process
 
 
 @pytest.fixture(autouse=True)
 def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def hpo_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `hpo ARGS` in this process: (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def create_args(url: str, name: str, space: Path, cache: Path, *extra: str) -> list[str]:
@@ -42,14 +33,14 @@ def create_args(url: str, name: str, space: Path, cache: Path, *extra: str) -> l
 
 
 def test_create_study_records_provenance_and_paper_trial(
-    capsys: pytest.CaptureFixture[str],
+    run_hpo: RunHpo,
     pg_url: str,
     study_name: str,
     tiny_space: Path,
     tiny_cache: Path,
     paper_params: dict[str, object],
 ) -> None:
-    code, out, err = hpo_main(capsys, *create_args(pg_url, study_name, tiny_space, tiny_cache))
+    code, out, err = run_hpo(*create_args(pg_url, study_name, tiny_space, tiny_cache))
     assert (code, err) == (0, "")
     space = load_space(tiny_space)
     assert out == (
@@ -75,11 +66,11 @@ def test_create_study_records_provenance_and_paper_trial(
 
 
 def test_create_study_same_arguments_is_noop(
-    capsys: pytest.CaptureFixture[str], pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path
+    run_hpo: RunHpo, pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path
 ) -> None:
     args = create_args(pg_url, study_name, tiny_space, tiny_cache)
-    assert hpo_main(capsys, *args)[0] == 0
-    code, out, err = hpo_main(capsys, *args)
+    assert run_hpo(*args)[0] == 0
+    code, out, err = run_hpo(*args)
     assert (code, err) == (0, "")
     assert out == (
         f"study {study_name!r} already exists in {pg_url} with this space, cache and settings; "
@@ -89,17 +80,17 @@ def test_create_study_same_arguments_is_noop(
 
 
 def test_create_study_other_space_refused(
-    capsys: pytest.CaptureFixture[str],
+    run_hpo: RunHpo,
     tmp_path: Path,
     pg_url: str,
     study_name: str,
     tiny_space: Path,
     tiny_cache: Path,
 ) -> None:
-    assert hpo_main(capsys, *create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
+    assert run_hpo(*create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
     wider = tmp_path / "wider.toml"
     wider.write_text(tiny_space.read_text().replace("high = 32", "high = 64"), encoding="utf-8")
-    code, out, err = hpo_main(capsys, *create_args(pg_url, study_name, wider, tiny_cache))
+    code, out, err = run_hpo(*create_args(pg_url, study_name, wider, tiny_cache))
     old, new = load_space(tiny_space).sha256[:12], load_space(wider).sha256[:12]
     assert (code, out) == (2, "")
     assert err == (
@@ -110,17 +101,15 @@ def test_create_study_other_space_refused(
 
 
 def test_create_study_other_cache_and_settings_refused(
-    capsys: pytest.CaptureFixture[str],
+    run_hpo: RunHpo,
     pg_url: str,
     study_name: str,
     tiny_space: Path,
     tiny_cache: Path,
     other_cache: Path,
 ) -> None:
-    assert hpo_main(capsys, *create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
-    code, _, err = hpo_main(
-        capsys, *create_args(pg_url, study_name, tiny_space, other_cache, "--budget", "9")
-    )
+    assert run_hpo(*create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
+    code, _, err = run_hpo(*create_args(pg_url, study_name, tiny_space, other_cache, "--budget", "9"))
     assert code == 2
     assert err == (
         f"hpo: error: study {study_name!r} already exists with other settings -- cache weights: the study "
@@ -130,10 +119,10 @@ def test_create_study_other_cache_and_settings_refused(
 
 
 def test_create_study_unreachable_database_names_host_not_password(
-    capsys: pytest.CaptureFixture[str], study_name: str, tiny_space: Path, tiny_cache: Path
+    run_hpo: RunHpo, study_name: str, tiny_space: Path, tiny_cache: Path
 ) -> None:
     url = "postgresql+psycopg2://hpo:s3cret@127.0.0.1:1/hpo"
-    code, out, err = hpo_main(capsys, *create_args(url, study_name, tiny_space, tiny_cache))
+    code, out, err = run_hpo(*create_args(url, study_name, tiny_space, tiny_cache))
     assert (code, out) == (2, "")
     assert err.startswith(
         "hpo: error: cannot reach the study database at 127.0.0.1:1 "
@@ -144,18 +133,18 @@ def test_create_study_unreachable_database_names_host_not_password(
 
 
 def test_create_study_invalid_space_file(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, pg_url: str, study_name: str, tiny_cache: Path
+    run_hpo: RunHpo, tmp_path: Path, pg_url: str, study_name: str, tiny_cache: Path
 ) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("format_version = 1\nname = 'bad'\n", encoding="utf-8")
-    code, out, err = hpo_main(capsys, *create_args(pg_url, study_name, bad, tiny_cache))
+    code, out, err = run_hpo(*create_args(pg_url, study_name, bad, tiny_cache))
     assert (code, out) == (2, "")
     assert err.startswith(f"hpo: error: space file {bad}: ")
     assert err.count("\n") == 1
 
 
 def test_create_study_cache_missing_or_incomplete(
-    capsys: pytest.CaptureFixture[str],
+    run_hpo: RunHpo,
     tmp_path: Path,
     pg_url: str,
     study_name: str,
@@ -163,7 +152,7 @@ def test_create_study_cache_missing_or_incomplete(
     tiny_cache: Path,
 ) -> None:
     missing = tmp_path / "nothing"
-    code, _, err = hpo_main(capsys, *create_args(pg_url, study_name, tiny_space, missing))
+    code, _, err = run_hpo(*create_args(pg_url, study_name, tiny_space, missing))
     assert (code, err) == (
         2,
         f"hpo: error: no embedding cache at {missing} (no manifest.json); build one with "
@@ -172,7 +161,7 @@ def test_create_study_cache_missing_or_incomplete(
     partial = tmp_path / "partial"
     (partial / "shards").mkdir(parents=True)
     shutil.copy(tiny_cache / "manifest.json", partial / "shards" / "build.json")
-    code, _, err = hpo_main(capsys, *create_args(pg_url, study_name, tiny_space, partial))
+    code, _, err = run_hpo(*create_args(pg_url, study_name, tiny_space, partial))
     assert (code, err) == (
         2,
         f"hpo: error: the cache at {partial} is incomplete (0 of 0 shards embedded); run `hpo embed` again "
@@ -182,10 +171,10 @@ def test_create_study_cache_missing_or_incomplete(
 
 
 def test_status_study_not_found_lists_studies(
-    capsys: pytest.CaptureFixture[str], pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path
+    run_hpo: RunHpo, pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path
 ) -> None:
-    assert hpo_main(capsys, *create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
-    code, out, err = hpo_main(capsys, "status", "--storage", pg_url, "--study", "no-such-study")
+    assert run_hpo(*create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
+    code, out, err = run_hpo("status", "--storage", pg_url, "--study", "no-such-study")
     names = ", ".join(repr(n) for n in sorted(optuna.get_all_study_names(pg_url)))
     assert study_name in names
     assert (code, out) == (2, "")
@@ -196,10 +185,10 @@ def test_status_study_not_found_lists_studies(
 
 
 def test_study_list_shows_progress(
-    capsys: pytest.CaptureFixture[str], pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path
+    run_hpo: RunHpo, pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path
 ) -> None:
-    assert hpo_main(capsys, *create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
-    code, out, _ = hpo_main(capsys, "study", "list", "--storage", pg_url)
+    assert run_hpo(*create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
+    code, out, _ = run_hpo("study", "list", "--storage", pg_url)
     assert code == 0
     assert f"{study_name}\tbalanced_accuracy\t0/4 finished\t0 running\n" in out
 
@@ -213,9 +202,9 @@ def test_open_storage_not_a_url() -> None:
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_status_json_and_table(
-    capsys: pytest.CaptureFixture[str], pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path
+    run_hpo: RunHpo, pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path
 ) -> None:
-    assert hpo_main(capsys, *create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
+    assert run_hpo(*create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
     storage = open_storage(pg_url, heartbeat_interval=1, grace_period=3)
     study = optuna.load_study(study_name=study_name, storage=storage)
     space = load_space(tiny_space)
@@ -233,7 +222,7 @@ def test_status_json_and_table(
             study.tell(trial, state=TrialState.PRUNED)
         else:
             storage.record_heartbeat(trial._trial_id)
-    code, out, _ = hpo_main(capsys, "status", "--storage", pg_url, "--study", study_name, "--json")
+    code, out, _ = run_hpo("status", "--storage", pg_url, "--study", study_name, "--json")
     report = json.loads(out)
     assert code == 0
     assert report["counts"] == {"RUNNING": 1, "COMPLETE": 2, "PRUNED": 1, "FAIL": 0, "WAITING": 0}
@@ -245,7 +234,7 @@ def test_status_json_and_table(
     [live] = report["live_workers"]
     assert (live["worker"], live["trial"]) == ("host:1/3", 3)
     assert 0 <= live["heartbeat_age_s"] < 3
-    code, out, _ = hpo_main(capsys, "status", "--storage", pg_url, "--study", study_name)
+    code, out, _ = run_hpo("status", "--storage", pg_url, "--study", study_name)
     lines = out.splitlines()
     assert code == 0
     assert lines[2] == "progress   3/4 finished (75%)"
@@ -261,14 +250,14 @@ def test_status_json_and_table(
 
 
 def test_load_best_head_without_stored_head(
-    capsys: pytest.CaptureFixture[str],
+    run_hpo: RunHpo,
     tmp_path: Path,
     pg_url: str,
     study_name: str,
     tiny_space: Path,
     tiny_cache: Path,
 ) -> None:
-    assert hpo_main(capsys, *create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
+    assert run_hpo(*create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
     study = optuna.load_study(study_name=study_name, storage=pg_url)
     message = f"study '{study_name}' has no COMPLETE trial yet; run `hpo worker` first."
     with pytest.raises(StudyError, match=f"^{re.escape(message)}$"):
