@@ -21,6 +21,7 @@ from optuna.exceptions import ExperimentalWarning
 
 from data.cache import Cache, fingerprint_differences
 from data.errors import CacheError, ConfigError, StudyError
+from data.labels import HEADS
 from search.space import Space, parse_space
 from search.storage import ResilientStorage, open_storage, render_url
 
@@ -122,6 +123,13 @@ def _directions(objective: str) -> list[optuna.study.StudyDirection]:
     return [optuna.study.StudyDirection.MAXIMIZE] * (3 if objective == "pareto" else 1)
 
 
+def metric_names(objective: str) -> list[str]:
+    """What each objective value is, as optuna-dashboard labels its axes (instead of "Objective 0")."""
+    if objective == "pareto":
+        return [f"{head} balanced accuracy (val)" for head in HEADS]
+    return [f"mean {objective.replace('_', ' ')} (val)"]
+
+
 def create_study(
     storage: ResilientStorage, name: str, *, space: Space, cache: Cache, settings: StudySettings
 ) -> tuple[optuna.Study, bool]:
@@ -141,6 +149,9 @@ def create_study(
             )
         return study, False
     study = optuna.create_study(storage=storage, study_name=name, directions=_directions(settings.objective))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # set_metric_names is experimental
+        study.set_metric_names(metric_names(settings.objective))
     if PAPER_POINT in space.points:
         study.enqueue_trial(
             space.params_of(space.named_point(PAPER_POINT)), user_attrs={"point": PAPER_POINT}

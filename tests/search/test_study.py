@@ -15,7 +15,15 @@ from data.errors import StudyError
 from search.artifacts import load_best_head
 from search.space import load_space
 from search.storage import open_storage, render_url
-from search.study import CACHE_ATTR, CODE_ATTR, SETTINGS_ATTR, SPACE_ATTR, SPACE_SHA_ATTR, code_version
+from search.study import (
+    CACHE_ATTR,
+    CODE_ATTR,
+    SETTINGS_ATTR,
+    SPACE_ATTR,
+    SPACE_SHA_ATTR,
+    code_version,
+    metric_names,
+)
 
 RunHpo = Callable[..., tuple[int, str, str]]  # the `run_hpo` fixture: `hpo ARGS` in-process
 
@@ -49,6 +57,7 @@ def test_create_study_records_provenance_and_paper_trial(
         "'paper' point.\n"
     )
     study = optuna.load_study(study_name=study_name, storage=pg_url)
+    assert study.metric_names == ["mean balanced accuracy (val)"]  # the dashboard's axis label
     [trial] = study.get_trials()
     assert (trial.number, trial.state, trial.user_attrs) == (0, TrialState.WAITING, {"point": "paper"})
     assert trial.system_attrs["fixed_params"] == paper_params
@@ -271,3 +280,12 @@ def test_load_best_head_without_stored_head(
         StudyError, match=f"^trial 7 of study '{study_name}' is not in the study; pick a COMPLETE"
     ):
         load_best_head(study, tmp_path, trial=7)
+
+
+def test_metric_names_pareto_names_each_head() -> None:
+    assert metric_names("pareto") == [
+        "age balanced accuracy (val)",
+        "race balanced accuracy (val)",
+        "gender balanced accuracy (val)",
+    ]
+    assert metric_names("accuracy") == ["mean accuracy (val)"]
