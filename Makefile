@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FAIRFACE ?= ../shared/fairface
 
-.PHONY: setup test lint typecheck unit demo bench clean
+.PHONY: setup test lint typecheck unit demo clean
 
 setup: $(BIN)/hpo
 
