@@ -12,7 +12,9 @@ by a search --, val the 2,000 official val images, on which every search scores)
 (e) a logistic-regression probe per head (C and class weighting chosen on val).
 
 It prints a Markdown table of test accuracy and balanced accuracy per head and their means, how many
-trials TPE and random search needed to reach random's final best validation value, and the goals.
+trials TPE and random search needed to reach random's final best validation value, the goals (with
+paired bootstrap intervals over the test rows), and the noise floor: (a) and (b)'s configs retrained
+with ``--spread-seeds`` other training seeds.
 The cache, studies and KerasTuner project live in ``--workdir`` and are reused by later runs.
 
     .venv/bin/python bench/quality.py --workdir work/bench-quality --trials 30 --epochs 20 --seed 0
@@ -52,6 +54,7 @@ SPLITS = ("train", "val", "test")
 PAPER_EPOCHS = 30  # the paper trained 30 epochs with early stopping, whatever the searches' budget
 PROBE_C = (0.001, 0.01, 0.1, 1.0)
 PROBE_WEIGHTING = (None, "balanced")
+SPREAD_FIRST_SEED = 100  # above every trial's training seed (seed + trial number) at the budgets used
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
@@ -62,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=30, help="trials per search")
     parser.add_argument("--epochs", type=int, default=20, help="most epochs per trial of a search")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--spread-seeds", type=int, default=5, help="retrain (a) and (b)'s config with this many other seeds"
+    )
     return parser.parse_args(argv)
 
 
@@ -170,6 +176,30 @@ def run_searches(args: argparse.Namespace, cache_dir: Path, arrays: Arrays) -> d
     return outcomes
 
 
+def seed_spread(data: TrainData, outcome: SearchOutcome, args: argparse.Namespace) -> list[str]:
+    """The noise floor: the validation value of one head config retrained with training seeds of no trial."""
+    seeds = range(SPREAD_FIRST_SEED, SPREAD_FIRST_SEED + args.spread_seeds)
+    if not seeds:
+        return []
+    print(f"[spread] retraining (a) and (b)'s config with seeds {seeds.start}-{seeds.stop - 1}", flush=True)
+    parts = []
+    for name, config, epochs in (
+        ("(a) Table II", PAPER_HEAD, PAPER_EPOCHS),
+        ("(b)'s best", outcome.config, args.epochs),
+    ):
+        values = []
+        for seed in seeds:
+            result = train_head(config, data, epochs=epochs, seed=seed, patience=PATIENCE)
+            value = objective_value(result.metrics, "balanced_accuracy")
+            assert not isinstance(value, tuple)
+            values.append(100 * value)
+        parts.append(f"{name} {min(values):.1f}-{max(values):.1f} (mean {np.mean(values):.1f})")
+    return [
+        f"- seed noise: validation value of one config retrained with seeds {seeds.start}-{seeds.stop - 1}: "
+        + "; ".join(parts)
+    ]
+
+
 def machine() -> str:
     """CPU model, cores and load, for the report."""
     model = platform.processor() or platform.machine()
@@ -227,13 +257,12 @@ def main() -> None:
         f"`{' '.join(embed_command(root, cache_dir)[1:])}`)"
     )
     print(setup, flush=True)
-    rows = [
-        probe(arrays),
-        paper_head(TrainData.from_cache(cache), arrays, seed=args.seed),
-    ]
+    data = TrainData.from_cache(cache)
+    rows = [probe(arrays), paper_head(data, arrays, seed=args.seed)]
     outcomes = run_searches(args, cache_dir, arrays)
     rows += [search_row(LABELS[key], outcome, arrays) for key, outcome in outcomes.items()]
     text = report(args, rows, outcomes, setup, arrays["test"][1])
+    text += "".join("\n" + line for line in seed_spread(data, outcomes["tpe"], args))
     text += f"\ntotal wall time {(time.monotonic() - started) / 60:.1f} min; machine at the end: {machine()}"
     print("\n" + text, flush=True)
     stem = args.workdir / f"quality-t{args.trials}-e{args.epochs}-s{args.seed}"

@@ -72,14 +72,14 @@ def reach_lines(outcomes: Mapping[str, SearchOutcome]) -> list[str]:
     target = random.val_value
     by_random, by_tpe = trials_to_reach(random.values, target), trials_to_reach(tpe.values, target)
     reached = (
-        f"reached it at trial {by_tpe}"
+        f"reached it after {by_tpe} trials"
         if by_tpe is not None
         else f"did not reach it within its {len(tpe.values)} trials"
     )
     pruned = sum(value is None for value in tpe.values)
     return [
-        f"- random search's final best validation value {_pct(target)} % was found by random search at "
-        f"trial {by_random} of {len(random.values)}; TPE + pruning {reached} "
+        f"- random search's final best validation value {_pct(target)} % was found by random search "
+        f"after {by_random} of its {len(random.values)} trials; TPE + pruning {reached} "
         f"(TPE's own best: {_pct(tpe.val_value)} %; {pruned} of its {len(tpe.values)} trials pruned; "
         f"epochs trained: TPE {tpe.epochs}, random {random.epochs}, KerasTuner "
         f"{outcomes['kerastuner'].epochs})."
@@ -132,8 +132,8 @@ def goals(
         f"(b) - (a) {paired_difference(searched, paper, labels)}; "
         f"(b) - (e) {paired_difference(searched, probe, labels)}",
         f"- goal 2 (TPE + pruning reaches random's final best in <= half the trials, {trials // 2} of "
-        f"{trials}): {'met' if fast else 'NOT met'} -- TPE at {by_tpe or 'never'}, "
-        f"random itself at {by_random}",
+        f"{trials}): {'met' if fast else 'NOT met'} -- trials needed: TPE {by_tpe or 'never'}, "
+        f"random {by_random}",
         f"- goal 3 (face-hpo's best >= KerasTuner's, test mean balanced accuracy): "
         f"{'met' if at_least else 'NOT met'} -- (b) - (d) {paired_difference(searched, tuner, labels)}; "
         f"validation {_pct(searched.val_value)} vs {_pct(tuner.val_value)}",
