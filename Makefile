@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FAIRFACE ?= ../shared/fairface
 
-.PHONY: setup test lint typecheck unit demo clean
+.PHONY: setup test quick lint typecheck unit demo clean
 
 setup: $(BIN)/hpo
 
@@ -24,6 +24,10 @@ unit: setup
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# The fast loop: tests marked slow (processes, whole flows) and e2e left out.
+quick: lint typecheck
+	$(BIN)/pytest -m "not slow"
 
 # The whole flow on this machine (SQLite, random base, a few real images); extra flags: DEMO_ARGS='--port 8081'.
 demo: setup

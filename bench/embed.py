@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from search.commands_embed import load_tables
+from data.fairface import load_tables
 from search.tfquiet import import_tensorflow_quietly
 
 import_tensorflow_quietly()
@@ -142,7 +142,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark and print one line per measurement."""
     args = parse_args(argv)
-    tables = load_tables(args.dataset, "paper", "val", args.images)
+    tables = load_tables(args.dataset, "paper", ["val"], args.images)
     dtypes = [dtype.strip() for dtype in args.dtype.split(",")]
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores (load {load}), TensorFlow {tf.__version__}"

@@ -18,7 +18,7 @@ import numpy as np
 
 from data.fairface import TRAIN_CSV, VAL_CSV
 from data.labels import HEADS, VOCABULARIES
-from model.metrics import head_metrics
+from model.metrics import head_metrics, predicted_classes
 
 if TYPE_CHECKING:
     import keras
@@ -69,13 +69,9 @@ def build_cache(root: Path, cache: Path) -> None:
 
 
 def head_predictions(model: keras.Model, embeddings: np.ndarray) -> dict[str, np.ndarray]:
-    """Predicted class indices per head of a head model (gender: P(Male) >= 0.5 is Male)."""
-    outputs = {head: np.asarray(value) for head, value in model(embeddings, training=False).items()}
-    return {
-        "age": np.argmax(outputs["age"], axis=1),
-        "race": np.argmax(outputs["race"], axis=1),
-        "gender": (outputs["gender"][:, 0] >= 0.5).astype(np.int64),
-    }
+    """Predicted class indices per head of a head model (model.metrics.predicted_classes)."""
+    classes = predicted_classes(model(embeddings, training=False))
+    return {head: classes[:, column] for column, head in enumerate(HEADS)}
 
 
 def scores(predicted: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, dict[str, float]]:

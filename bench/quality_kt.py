@@ -25,8 +25,8 @@ from quality_search import PATIENCE, SearchOutcome, bench_space
 
 from data.labels import HEADS, VOCABULARIES
 from model.head import HeadConfig, LayerSpec, build_head, build_optimizer, class_weights, head_losses
+from model.metrics import mean_metric
 from search.space import PER_LAYER, Choice, Param, Range, Space
-from search.train import objective_value
 
 OBJECTIVE = "val_balanced_accuracy"
 OPTIONS = ("learning_rate", "batch_size", "class_weight_strength", "optimizer")
@@ -116,7 +116,7 @@ class ValObjective(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         assert logs is not None  # Keras always passes the epoch's logs
         metrics = scores(head_predictions(self.model, self.embeddings), self.labels)
-        logs[OBJECTIVE] = objective_value(metrics, "balanced_accuracy")
+        logs[OBJECTIVE] = mean_metric(metrics, "balanced_accuracy")
 
 
 class LoggedRandomSearch(kt.RandomSearch):

@@ -19,10 +19,10 @@ from optuna.trial import TrialState
 from data.cache import open_cache
 from model.head import HeadConfig
 from search.artifacts import load_best_head
-from search.objective import EPOCHS_ATTR
+from search.records import EPOCHS_ATTR, StudySettings
 from search.space import Space, load_space, parse_space
 from search.storage import open_storage
-from search.study import StudySettings, create_study, open_study
+from search.study import create_study, open_study
 from search.worker import StopFlag, WorkerSpec, configure_logging, progress, run_worker
 
 if TYPE_CHECKING:

@@ -32,9 +32,10 @@ import optuna
 import psycopg2
 from optuna.trial import TrialState
 
+from search.records import StudySettings
 from search.space import Space, load_space
 from search.storage import open_storage
-from search.study import StudySettings, open_study
+from search.study import open_study
 from search.worker import StopFlag, make_pruner, make_sampler, run_trials
 
 REPORTS = 10
@@ -144,8 +145,8 @@ def paper_epoch_seconds(rows: int) -> float:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
-    from model.head import PAPER_HEAD
-    from search.train import TrainData, train_head
+    from model.paper import PAPER_HEAD
+    from model.train import TrainData, train_head
 
     rng = np.random.default_rng(0)
     labels = np.stack([rng.integers(0, k, rows) for k in (9, 7, 2)], axis=1).astype(np.int8)

@@ -1,7 +1,7 @@
 """Benchmark of a trial's training path (issue 3, items 7a and 7b): ratios measured side by side in one run.
 
 (a) One epoch of the paper's head (Table II) on N x 512 fixed-seed random vectors, labels drawn with the
-    FairFace train class frequencies, through `search.train`'s epoch function, for each precision/XLA
+    FairFace train class frequencies, through `model.train`'s epoch function, for each precision/XLA
     variant: achieved matmul FLOP/s / FLOP/s of a 4096 x 4096 float32 matmul timed in the same run (before
     and after; the faster one is the reference). FLOPs counted = 2 N (3 S - d0 u0), S = sum of in x out
     over the Dense layers, d0 u0 = the first layer's (forward, weight gradients, input gradients except into
@@ -38,9 +38,11 @@ import tensorflow as tf
 from data.fairface import check_images, read_labels
 from data.images import image_batches
 from data.labels import HEADS, VOCABULARIES
-from model.head import PAPER_HEAD, HeadConfig, build_head, class_weights, head_losses
-from model.vggface import build_base, resolve_weights
-from search.train import TrainData, TrainOptions, compile_head
+from model.bases.vggface import build_base
+from model.bases.vggface_h5 import resolve_weights
+from model.head import HeadConfig, build_head, class_weights, head_losses
+from model.paper import PAPER_HEAD
+from model.train import TrainData, TrainOptions, compile_head
 
 # Class counts of the full FairFace train CSV (../shared/fairface/README.md), vocabulary order.
 TRAIN_COUNTS = {

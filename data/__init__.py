@@ -1,6 +1,7 @@
-"""FairFace reading, the paper's split, augmentation and the embedding cache. Never imports Optuna."""
+"""FairFace -> embedding cache: labels, the paper's split, decoding, augmentation, the cache. Knows no Keras
+model and never imports Optuna, ``model`` or ``search``."""
 
-from data.errors import CacheError, ConfigError, DatasetError, HpoError, StudyError, WeightsError
+from data.errors import CacheError, ConfigError, DatasetError, HpoError
 from data.labels import AGE, GENDER, HEADS, RACE, VOCABULARIES
 
 __all__ = [
@@ -13,6 +14,4 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "HpoError",
-    "StudyError",
-    "WeightsError",
 ]

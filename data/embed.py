@@ -7,7 +7,6 @@ row, so a shard is computed from the same batches whichever run, machine part or
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,40 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
-from data.augment import AUGMENTATION
-from data.cache import (
-    FORMAT_VERSION,
-    MANIFEST,
-    SHARDS,
-    Cache,
+from data.cache import FORMAT_VERSION, Cache, count_done_shards, open_cache
+from data.cachedir import check_cache_dir, check_parent
+from data.errors import ConfigError, DatasetError, HpoError
+from data.fairface import Table, labels_sha256
+from data.shards import (
     Shard,
     build_record,
-    check_fingerprint,
-    count_done_shards,
     finalize,
-    open_cache,
-    read_build,
-    read_json,
     remove_shards,
     shard_done,
     shard_grid,
     write_shard,
 )
-from data.errors import CacheError, ConfigError, DatasetError, HpoError
-from data.fairface import Table, labels_sha256
-from data.images import decode_error, image_batches
 
-Encoder = Callable[[tf.Tensor], np.ndarray]  # uint8 [B, H, W, 3] -> (B, D) float32
+EncodeFn = Callable[[Any], np.ndarray]  # uint8 [B, H, W, 3] images -> (B, D) float32
 Progress = Callable[[int, int], None]  # (images done, images to do) in this run
 Counts = Callable[[], Mapping[str, int]]  # the encoder's running counts, e.g. faces found and missed
-# tf.data's autotuner thread starves while the forward pass holds every core, and deleting a shard's
-# iterator waits for it: measured here 0.7-6 s per shard. Decoding is ~300x faster than the forward
-# pass, so the fixed parallelism it falls back to (one thread per core) loses nothing.
-_NO_AUTOTUNE = tf.data.Options()
-_NO_AUTOTUNE.autotune.enabled = False
-# What the command states about its base; the rest of the fingerprint is the data's.
+# The one list of what a base states about itself (its description); the cache fingerprint holds them
+# all, beside the data's own keys.
 BASE_KEYS = ("base", "weights", "input_size", "preprocessing", "pooling", "dtype", "dim")
 
 
@@ -62,6 +47,19 @@ class EmbedOptions:
     shard_size: int = 2048  # rows per shard: the unit of resume and of `--shard i/N`
     part: tuple[int, int] = (0, 1)  # (i, N): embed the shards whose number % N == i
     strict: bool = False  # an undecodable image fails the run instead of being skipped
+
+    def __post_init__(self) -> None:
+        index, parts = self.part
+        if not 0 <= index < parts:
+            raise ConfigError(
+                f"--shard {index}/{parts}: the part must be in 0..N-1 (e.g. --shard 0/{max(parts, 2)})."
+            )
+        if self.batch_size < 1 or self.shard_size < 1:
+            raise ConfigError(
+                f"batch size and shard size must be >= 1, got {self.batch_size}, {self.shard_size}."
+            )
+        if self.augment_views < 0:
+            raise ConfigError(f"--augment-views must be >= 0, got {self.augment_views}.")
 
 
 @dataclass(frozen=True)
@@ -107,6 +105,8 @@ def cache_fingerprint(
     options: EmbedOptions,
 ) -> dict[str, object]:
     """Everything a cache's contents depend on; ``base`` holds the keys in BASE_KEYS."""
+    from data.augment import AUGMENTATION  # with TensorFlow, which a base's description does not need
+
     missing = [key for key in BASE_KEYS if key not in base]
     if missing:
         raise ValueError(f"the base description lacks {missing}; it needs {BASE_KEYS}")
@@ -138,8 +138,8 @@ def plan_embedding(
     )
     creates_dir = not cache_dir.exists()
     if creates_dir:
-        _check_parent(cache_dir)
-    complete = False if creates_dir else _check_cache_dir(cache_dir, build)
+        check_parent(cache_dir)
+    complete = False if creates_dir else check_cache_dir(cache_dir, build)
     index, parts = options.part
     todo = tuple(
         shard
@@ -152,7 +152,7 @@ def plan_embedding(
 def run_embedding(
     plan: EmbedPlan,
     root: Path,
-    encode: Encoder,
+    encode: EncodeFn,
     on_progress: Progress | None = None,
     *,
     counts: Counts | None = None,
@@ -186,7 +186,8 @@ def run_embedding(
         raise
     report.remaining = tuple(s for s in shard_grid(plan.build) if not shard_done(plan.cache_dir, s))
     if not report.remaining:
-        report.cache = _finalize(plan)
+        labels = {split: table.labels for split, table in plan.tables.items()}
+        report.cache = finalize(plan.cache_dir, plan.build, labels)
     return report
 
 
@@ -201,17 +202,6 @@ class _Counter:
 
 
 def _check_options(tables: Mapping[str, Table], options: EmbedOptions) -> None:
-    index, parts = options.part
-    if not 0 <= index < parts:
-        raise ConfigError(
-            f"--shard {index}/{parts}: the part must be in 0..N-1 (e.g. --shard 0/{max(parts, 2)})."
-        )
-    if options.batch_size < 1 or options.shard_size < 1:
-        raise ConfigError(
-            f"batch size and shard size must be >= 1, got {options.batch_size}, {options.shard_size}."
-        )
-    if options.augment_views < 0:
-        raise ConfigError(f"--augment-views must be >= 0, got {options.augment_views}.")
     if options.augment_views and "train" not in tables:
         raise ConfigError(
             f"--augment-views {options.augment_views} augments the train split, which is not being embedded "
@@ -219,59 +209,23 @@ def _check_options(tables: Mapping[str, Table], options: EmbedOptions) -> None:
         )
 
 
-def _check_cache_dir(cache_dir: Path, build: Mapping[str, Any]) -> bool:
-    """Whether existing ``cache_dir`` is a finished cache of ``build``; CacheError if it cannot be used."""
-    if not cache_dir.is_dir():
-        raise CacheError(
-            f"cache path {cache_dir} exists and is not a directory; pass a directory to --cache."
-        )
-    fingerprint = build["fingerprint"]
-    manifest = read_json(cache_dir / MANIFEST)
-    if manifest is not None:
-        check_fingerprint(cache_dir, manifest.get("fingerprint", {}), fingerprint, holder="cache", exact=True)
-        if manifest.get("complete") is True:
-            return True
-    partial = read_build(cache_dir)
-    if partial is not None:
-        check_fingerprint(cache_dir, partial["fingerprint"], fingerprint, holder="partial cache", exact=True)
-        layout = {key: build[key] for key in ("shard_size", "batch_size")}
-        check_fingerprint(cache_dir, partial, layout, holder="partial cache")
-    elif manifest is None and any(cache_dir.iterdir()):
-        raise CacheError(
-            f"{cache_dir} is not empty and holds no embedding cache; pass a new or empty --cache directory."
-        )
-    if not os.access(cache_dir, os.W_OK | os.X_OK):
-        raise CacheError(
-            f"cache directory {cache_dir} is not writable; fix its permissions or use another --cache."
-        )
-    return False
-
-
-def _check_parent(cache_dir: Path) -> None:
-    # The directory is created only when the first shard is written: check now that it can be.
-    ancestor = cache_dir.absolute()
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if ancestor == cache_dir.absolute():
-        return
-    if not ancestor.is_dir():
-        raise CacheError(
-            f"cannot create cache directory {cache_dir}: {ancestor} is a file; use another --cache."
-        )
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise CacheError(
-            f"cannot create cache directory {cache_dir}: {ancestor} is not writable; use another --cache."
-        )
-
-
 def _embed_shard(
-    shard: Shard, root: Path, table: Table, encode: Encoder, options: EmbedOptions, progress: _Counter
+    shard: Shard, root: Path, table: Table, encode: EncodeFn, options: EmbedOptions, progress: _Counter
 ) -> tuple[list[np.ndarray], dict[str, Any]]:
+    import tensorflow as tf
+
+    from data.images import image_batches
+
     files = table.files[shard.start : shard.stop]
     seed = (options.augment_seed, shard.view) if shard.view else None
+    # tf.data's autotuner thread starves while the forward pass holds every core, and deleting a shard's
+    # iterator waits for it: measured here 0.7-6 s per shard. Decoding is ~300x faster than the forward
+    # pass, so the fixed parallelism it falls back to (one thread per core) loses nothing.
+    no_autotune = tf.data.Options()
+    no_autotune.autotune.enabled = False
     batches = image_batches(
         root, files, batch_size=options.batch_size, augment_seed=seed, index_offset=shard.start
-    ).with_options(_NO_AUTOTUNE)
+    ).with_options(no_autotune)
     rows: list[int] = []
     skipped: list[int] = []
     parts: list[np.ndarray] = []
@@ -326,6 +280,8 @@ def _checked(embeddings: object, table: Table, positions: list[int]) -> np.ndarr
 
 
 def _reason(path: Path) -> str:
+    from data.images import decode_error
+
     return decode_error(path) or "dropped by the image pipeline"
 
 
@@ -333,20 +289,3 @@ def _account(report: EmbedReport, shard: Shard, record: Mapping[str, Any]) -> No
     views = report.embedded.setdefault(shard.split, {})
     views[shard.view] = views.get(shard.view, 0) + len(record["files"])
     report.skipped += [{"split": shard.split, **entry} for entry in record["skipped"]]
-
-
-def _finalize(plan: EmbedPlan) -> Cache:
-    labels = {split: table.labels for split, table in plan.tables.items()}
-    try:
-        return finalize(plan.cache_dir, plan.build, labels)
-    except (FileNotFoundError, CacheError) as error:
-        # With `--shard i/N`, the part that finishes last finalizes; two finishing together may race,
-        # and the loser finds the shards gone and the manifest written.
-        if (plan.cache_dir / MANIFEST).is_file():
-            return open_cache(plan.cache_dir, expect=plan.build["fingerprint"])
-        if isinstance(error, FileNotFoundError):
-            raise CacheError(
-                f"shard file {error.filename} disappeared while the cache was being finalized; delete "
-                f"{plan.cache_dir / SHARDS} and run `hpo embed` again."
-            ) from error
-        raise

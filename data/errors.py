@@ -1,7 +1,8 @@
-"""The one error hierarchy of face-hpo.
+"""The one error hierarchy of face-hpo: its base, and the errors of the data layer.
 
 Every error a user can cause is an :class:`HpoError`; the CLI prints its message as one line and exits 2.
-Messages say what was wrong, the value seen, and what to do.
+Messages say what was wrong, the value seen, and what to do. The model and search layers define their
+own subclasses (``model.errors``, ``search.errors``).
 """
 
 from __future__ import annotations
@@ -19,13 +20,5 @@ class CacheError(HpoError):
     """The embedding cache is missing, incomplete, unwritable or built with other settings."""
 
 
-class WeightsError(HpoError):
-    """The base's weights cannot be found, read or matched to the base's layers."""
-
-
 class ConfigError(HpoError):
     """A setting, a search-space file or a command-line value is invalid."""
-
-
-class StudyError(HpoError):
-    """The study storage is unreachable, or the study is missing or does not match what was asked."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ SPLITS = ("train", "val", "test")
 SPLIT_NAMES = ("paper", "official")
 # The authors kept 80 % of the shuffled train CSV for training; the rest (17,349 rows) is their test set.
 PAPER_TRAIN_FRACTION = 0.8
+PAPER_SPLIT_SEED = 42  # the authors' shuffle seed; the official split has no randomness
 REQUIRED_COLUMNS = ("file", "age", "gender", "race")
 ROOT_CONTENTS = (
     f"a FairFace root holds {TRAIN_CSV}, {VAL_CSV} and the images at the paths of their 'file' column "
@@ -167,7 +168,7 @@ def _unknown_label(csv_path: Path, line: int, record: list[str], label_columns: 
     raise AssertionError("_unknown_label called on a row whose labels are all known")
 
 
-def load_split(root: Path, *, split: str = "paper", seed: int = 42) -> dict[str, Table]:
+def load_split(root: Path, *, split: str = "paper", seed: int = PAPER_SPLIT_SEED) -> dict[str, Table]:
     """The tables of a split, keyed by train/val(/test), each in CSV order.
 
     ``paper``: the authors' split -- the train CSV shuffled as pandas ``df.sample(frac=1,
@@ -182,6 +183,28 @@ def load_split(root: Path, *, split: str = "paper", seed: int = 42) -> dict[str,
         return {"train": train, "val": val}
     train_positions, test_positions = paper_positions(len(train), seed)
     return {"train": train._subset(train_positions), "val": val, "test": train._subset(test_positions)}
+
+
+def load_tables(
+    root: Path, split: str, splits: Sequence[str] | None = None, limit: int | None = None
+) -> dict[str, Table]:
+    """The tables of ``split`` named in ``splits`` (all when None), in split order, cut to ``limit`` rows,
+    each image checked present: what ``hpo embed`` embeds."""
+    available = load_split(root, split=split)
+    wanted = list(available) if splits is None else list(splits)
+    unknown = [name for name in wanted if name not in available]
+    if unknown or not wanted:
+        listed = ",".join(wanted)
+        raise ConfigError(
+            f"--splits {listed!r}: the {split} split has {', '.join(available)}; "
+            f"choose among them, e.g. --splits {','.join(available)}."
+        )
+    tables = {name: available[name] for name in available if name in wanted}
+    if limit is not None:
+        tables = {name: table.take(limit) for name, table in tables.items()}
+    for table in tables.values():
+        check_images(root, table)
+    return tables
 
 
 def paper_positions(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,1 +1,3 @@
-"""The VGG-Face base and its weights, the searched head, and export. Never imports Optuna."""
+"""The frozen bases, the head, its training over cached vectors, metrics, export and reports.
+
+May import ``data``; never imports Optuna or ``search``."""

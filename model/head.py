@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +46,54 @@ def _is_number(value: object) -> bool:
     return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
 
 
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+_TYPE_TESTS = {int: _is_int, float: _is_number, str: lambda value: isinstance(value, str)}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one head setting accepts: a type and a domain, in words and as a test.
+
+    The one statement of the head's domain: `HeadConfig` checks its fields against it and the search
+    space checks that its ranges lie inside it.
+    """
+
+    kind: type  # int, float or str
+    text: str  # the domain in words, e.g. "> 0", "in [0, 1)", "one of relu, tanh"
+    test: Callable[[Any], bool]
+
+    def accepts(self, value: object) -> bool:
+        """Whether ``value`` has the rule's type (an int is a number; a bool is neither) and domain."""
+        return bool(_TYPE_TESTS[self.kind](value) and self.test(value))
+
+    @property
+    def type_name(self) -> str:
+        """The type in words: "an integer", "a number" or "a string"."""
+        return _TYPE_NAMES[self.kind]
+
+    def describe(self) -> str:
+        """The type and the domain, e.g. "an integer > 0" or "one of adam, sgd"."""
+        return self.text if self.kind is str else f"{self.type_name} {self.text}"
+
+
+RULES: Mapping[str, Rule] = MappingProxyType(
+    {
+        "units": Rule(int, "> 0", lambda v: v > 0),
+        "activation": Rule(str, f"one of {', '.join(ACTIVATIONS)}", lambda v: v in ACTIVATIONS),
+        "dropout": Rule(float, "in [0, 1)", lambda v: 0.0 <= v < 1.0),
+        "learning_rate": Rule(float, "> 0", lambda v: v > 0),
+        "batch_size": Rule(int, "> 0", lambda v: v > 0),
+        "class_weight_strength": Rule(float, "in [0, 1]", lambda v: 0.0 <= v <= 1.0),
+        "optimizer": Rule(str, f"one of {', '.join(OPTIMIZERS)}", lambda v: v in OPTIMIZERS),
+    }
+)
+
+
+def _check(name: str, value: object, label: str | None = None) -> None:
+    rule = RULES[name]
+    _require(rule.accepts(value), f"{label or name} must be {rule.describe()}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     """One hidden layer: Dense(units) with `activation`, then Dropout(dropout)."""
@@ -54,17 +103,8 @@ class LayerSpec:
     dropout: float = 0.0  # rate of the Dropout after the activation; 0 = no Dropout layer
 
     def __post_init__(self) -> None:
-        _require(
-            _is_int(self.units) and self.units > 0, f"layer units must be an integer > 0, got {self.units!r}"
-        )
-        _require(
-            self.activation in ACTIVATIONS,
-            f"layer activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}",
-        )
-        _require(
-            _is_number(self.dropout) and 0.0 <= self.dropout < 1.0,
-            f"layer dropout must be a number in [0, 1), got {self.dropout!r}",
-        )
+        for name in ("units", "activation", "dropout"):
+            _check(name, getattr(self, name), f"layer {name}")
         object.__setattr__(self, "dropout", float(self.dropout))
 
 
@@ -85,22 +125,8 @@ class HeadConfig:
             all(isinstance(layer, LayerSpec) for layer in layers),
             f"layers must be LayerSpec objects, got {[type(layer).__name__ for layer in layers]}",
         )
-        _require(
-            _is_number(self.learning_rate) and self.learning_rate > 0,
-            f"learning_rate must be a number > 0, got {self.learning_rate!r}",
-        )
-        _require(
-            _is_int(self.batch_size) and self.batch_size > 0,
-            f"batch_size must be an integer > 0, got {self.batch_size!r}",
-        )
-        _require(
-            _is_number(self.class_weight_strength) and 0.0 <= self.class_weight_strength <= 1.0,
-            f"class_weight_strength must be a number in [0, 1], got {self.class_weight_strength!r}",
-        )
-        _require(
-            self.optimizer in OPTIMIZERS,
-            f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
-        )
+        for name in ("learning_rate", "batch_size", "class_weight_strength", "optimizer"):
+            _check(name, getattr(self, name))
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
         object.__setattr__(self, "class_weight_strength", float(self.class_weight_strength))
@@ -148,21 +174,6 @@ def _layer_from_dict(index: int, data: object) -> LayerSpec:
         raise ConfigError(f"layers[{index}]: {error}") from None
 
 
-PAPER_HEAD = HeadConfig(
-    layers=(
-        LayerSpec(640, "leaky_relu", 0.2),
-        LayerSpec(896, "relu", 0.3),
-        LayerSpec(2176, "tanh", 0.4),
-        LayerSpec(640, "leaky_relu", 0.6),
-        LayerSpec(1664, "leaky_relu", 0.2),
-    ),
-    learning_rate=1e-3,
-    batch_size=256,
-    class_weight_strength=1.0,
-    optimizer="adam",
-)
-
-
 def class_weights(labels: np.ndarray, num_classes: int, strength: float = 1.0) -> np.ndarray:
     """Per-class loss weights in vocabulary order: (n / (k · count_c)) ** strength, float32 of shape (k,).
 
@@ -173,10 +184,7 @@ def class_weights(labels: np.ndarray, num_classes: int, strength: float = 1.0) -
     _require(
         _is_int(num_classes) and num_classes > 0, f"num_classes must be an integer > 0, got {num_classes!r}"
     )
-    _require(
-        _is_number(strength) and 0.0 <= strength <= 1.0,
-        f"class-weight strength must be a number in [0, 1], got {strength!r}",
-    )
+    _check("class_weight_strength", strength, "class-weight strength")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise DatasetError(
             f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}"

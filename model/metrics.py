@@ -8,9 +8,15 @@ recall over the classes present in ``y_true``; macro-F1 averages over the classe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
+from data.labels import HEADS
+
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1")  # what head_metrics gives for each head
+Metrics = Mapping[str, Mapping[str, float]]  # head -> metric -> value
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -23,6 +29,11 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 def head_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, float]:
     """``{"accuracy", "balanced_accuracy", "macro_f1"}`` of integer predictions against integer labels."""
     return _summary(confusion_matrix(y_true, y_pred, num_classes))
+
+
+def mean_metric(metrics: Metrics, name: str) -> float:
+    """The mean over the three heads of one metric (e.g. ``balanced_accuracy``) of per-head metrics."""
+    return float(np.mean([metrics[head][name] for head in HEADS]))
 
 
 def classification_report(
@@ -91,3 +102,11 @@ def _summary(matrix: np.ndarray) -> dict[str, float]:
         "balanced_accuracy": float(recall[actual > 0].mean()),
         "macro_f1": float(f1[seen].mean()),
     }
+
+
+def predicted_classes(outputs: Mapping[str, Any]) -> np.ndarray:
+    """(N, 3) class indices in HEADS order from a head's outputs: argmax of the age and race
+    probabilities; gender is Male when P(Male) >= 0.5. The one place outputs become classes."""
+    age, race = (np.asarray(outputs[head]).argmax(axis=1) for head in ("age", "race"))
+    male = np.asarray(outputs["gender"]).reshape(-1) >= 0.5
+    return np.stack([age, race, male.astype(np.int64)], axis=1)

@@ -1,1 +1,1 @@
-"""The search: space, objective, study storage, workers and the `hpo` command line."""
+"""Everything Optuna: the search space, objectives, the study and its storage, workers, and the `hpo` CLI."""

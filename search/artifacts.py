@@ -16,14 +16,13 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
-from data.errors import StudyError
 from model.head import HeadConfig
+from search.errors import StudyError
+from search.records import ARTIFACT_ATTR, trial_config
+from search.study import complete_trial
 
 if TYPE_CHECKING:
     import keras
-
-ARTIFACT_ATTR = "head_artifact_id"  # trial user attribute: the artifact id of the stored head
-CONFIG_ATTR = "head_config"  # trial user attribute: HeadConfig.to_dict() of the trial's head
 
 
 def artifact_store(artifact_dir: Path) -> FileSystemArtifactStore:
@@ -86,20 +85,11 @@ def load_best_head(
     Raises StudyError when the trial is not COMPLETE or has no stored head (then retrain it from its
     ``head_config`` instead), or when the artifact file is missing from ``artifact_dir``.
     """
-    if trial is None:
-        chosen = best_trial(study)
-    else:
-        found = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
-        if not found or found[0].state != TrialState.COMPLETE:
-            state = found[0].state.name if found else "not in the study"
-            raise StudyError(
-                f"trial {trial} of study {study.study_name!r} is {state}; pick a COMPLETE trial."
-            )
-        chosen = found[0]
+    chosen = best_trial(study) if trial is None else complete_trial(study, trial)
     artifact_id = chosen.user_attrs.get(ARTIFACT_ATTR)
     if not artifact_id:
         raise StudyError(f"trial {chosen.number} has no stored head; use --retrain")
-    config = HeadConfig.from_dict(chosen.user_attrs[CONFIG_ATTR])
+    config = trial_config(chosen)
     with tempfile.TemporaryDirectory(prefix="hpo-head-") as scratch:
         path = Path(scratch) / "head.keras"
         try:

@@ -219,7 +219,9 @@ def run_step(args: Sequence[str], echo: Callable[[str], None]) -> int:
     env = {key: value for key, value in os.environ.items() if not key.startswith("HPO_")}
     # Every setting is a flag; an HPO_* variable of the shell must not redirect a step elsewhere.
     env |= {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-c", "from search.cli import main; main()", *args]
+    # -P: the working directory is not put on the import path, so a model.py or data/ there is not
+    # imported instead of face-hpo's own packages.
+    command = [sys.executable, "-P", "-m", "search.cli", *args]
     with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, bufsize=1) as child:
         assert child.stderr is not None
         for line in child.stderr:
@@ -269,3 +271,28 @@ def elapsed(started: float) -> str:
     """Minutes and seconds since ``started`` (a ``time.monotonic()`` reading)."""
     minutes, seconds = divmod(round(time.monotonic() - started), 60)
     return f"{minutes}:{seconds:02d}"
+
+
+def run_demo(
+    workdir: Path,
+    dataset: Path | None,
+    options: DemoOptions,
+    echo: Callable[[str], None],
+    echo_err: Callable[[str], None],
+) -> None:
+    """`hpo demo`: every step in ``workdir/demo`` on ``dataset`` (see `choose_dataset`), with a summary of
+    where each output went; StepFailed when a step fails (it has said why on stderr)."""
+    check_port(options.port)
+    check_writable(workdir / "demo")
+    chosen = choose_dataset(dataset)
+    layout = layout_for(workdir / "demo", chosen.root, options.limit)
+    echo(f"hpo demo: dataset: {chosen.description}, at most {options.limit} rows per split")
+    echo(WEIGHTS_NOTE)
+    removed = reset_outputs(layout)
+    if removed:
+        echo(f"hpo demo: starting afresh: removed the last run's {', '.join(removed)}; the cache is kept")
+    took = run_steps(demo_steps(layout, chosen.root, options), echo, echo_err)
+    echo(f"\nhpo demo: finished in {took} on {chosen.description}")
+    for line in outputs_summary(layout, options):
+        echo(line)
+    echo(WEIGHTS_NOTE)

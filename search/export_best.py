@@ -14,17 +14,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from data.cache import Cache, open_cache
-from data.errors import ConfigError, StudyError
-from data.labels import HEADS
-from model.bases import DEFAULT_BASE, Base, resolve_base
+from data.errors import ConfigError
+from model.bases import Base, resolve_base
 from model.head import HeadConfig
-from search.artifacts import ARTIFACT_ATTR, CONFIG_ATTR, best_trial, load_best_head
-from search.objective import METRICS, metric_attr
+from search.artifacts import best_trial, load_best_head
+from search.errors import StudyError
+from search.records import (
+    ARTIFACT_ATTR,
+    StudyRecord,
+    code_version,
+    read_record,
+    trial_config,
+    trial_metrics,
+    trial_seed,
+)
 from search.settings import Settings
-from search.study import StudyRecord, check_cache, code_version, open_storage_for, open_study, read_record
+from search.study import check_cache, complete_trial, open_storage_for, open_study
 
 if TYPE_CHECKING:
     import keras
@@ -101,9 +109,7 @@ def cache_base(cache: Cache, weights: str | None) -> Base:
 
     It computes in the cache's dtype, so the export reproduces the embeddings the head was searched on.
     """
-    # Caches made before bases had names were all VGG-Face.
-    name = str(cache.fingerprint.get("base", DEFAULT_BASE))
-    base = resolve_base(name, weights, dtype=str(cache.fingerprint["dtype"]))
+    base = resolve_base(str(cache.fingerprint["base"]), weights, dtype=str(cache.fingerprint["dtype"]))
     base.check_matches(cache.fingerprint, holder=f"the cache at {cache.path}")
     return base
 
@@ -118,14 +124,7 @@ def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
                 )
             raise ParetoTrialRequired(study)
         return best_trial(study)
-    found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
-    if not found or found[0].state != TrialState.COMPLETE:
-        state = found[0].state.name if found else "not in the study"
-        raise StudyError(
-            f"--trial {number}: trial {number} of study {study.study_name!r} is {state}; "
-            "pick a COMPLETE trial (`hpo status` lists them)."
-        )
-    return found[0]
+    return complete_trial(study, number, flag="--trial")
 
 
 def require_stored_head(study: optuna.Study, trial: FrozenTrial, record: StudyRecord) -> None:
@@ -134,32 +133,34 @@ def require_stored_head(study: optuna.Study, trial: FrozenTrial, record: StudyRe
         raise StudyError(
             f"trial {trial.number} of study {study.study_name!r} has no stored head (workers store only the "
             "head of each new best trial); add --retrain to rebuild it from its parameters with seed "
-            f"{record.settings.seed + trial.number}."
+            f"{trial_seed(record.settings, trial.number)}."
         )
 
 
 def stored_head(study: optuna.Study, trial: FrozenTrial, artifact_dir: Path) -> ChosenHead:
     """The head the worker stored for ``trial``, with the validation metrics the trial recorded."""
     model, config, _ = load_best_head(study, artifact_dir, trial.number)
-    metrics = {head: {m: float(trial.user_attrs[metric_attr(head, m)]) for m in METRICS} for head in HEADS}
+    metrics = {
+        head: {m: float(v) for m, v in values.items()} for head, values in trial_metrics(trial).items()
+    }
     return ChosenHead(model, config, trial, metrics, retrained=False)
 
 
 def retrain_head(trial: FrozenTrial, cache: Cache, record: StudyRecord) -> ChosenHead:
     """Train ``trial``'s head again from its config, as its worker did: same epochs, patience and seed.
 
-    The arguments are exactly those `search.objective.Objective` passes, so on CPU the head is the same.
+    The arguments are exactly those `search.objective.TrialRunner` passes, so on CPU the head is the same.
     """
-    from search.train import TrainData, train_head
+    from model.train import TrainData, train_head
 
-    config = HeadConfig.from_dict(trial.user_attrs[CONFIG_ATTR])
+    config = trial_config(trial)
     result = train_head(
         config,
         TrainData.from_cache(cache),
         epochs=record.settings.epochs,
-        seed=record.settings.seed + trial.number,  # the seed the objective gave trial n
+        seed=trial_seed(record.settings, trial.number),
         patience=record.settings.patience or None,
-        objective=record.settings.objective,
+        rank_by=record.settings.goal.rank_by,
     )
     metrics = {head: {m: float(v) for m, v in values.items()} for head, values in result.metrics.items()}
     return ChosenHead(result.model, config, trial, metrics, retrained=True)
@@ -177,7 +178,8 @@ def _write_export(
     import keras
 
     from model import export
-    from model.report import evaluate_cache, write_report
+    from model.evaluate import evaluate_cache
+    from model.report import write_report
 
     if base.is_keras:
         on_step("joining base and head, saving model.keras and the SavedModel")
@@ -218,7 +220,7 @@ def _study_section(study: optuna.Study, head: ChosenHead, record: StudyRecord) -
         "objective": record.settings.objective,
         "value": trial.values[0] if len(trial.values) == 1 else list(trial.values),
         "retrained": head.retrained,
-        "seed": record.settings.seed + trial.number,
+        "seed": trial_seed(record.settings, trial.number),
         "settings": record.settings.to_dict(),
         "space_sha256": record.space.sha256,
         "code_version": record.code_version,

@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections import Counter
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,19 @@ def worker_slots(gpus: str, *, per_gpu: int, n_workers: int | None, available: l
             "pass GPUs it lists, all, or none."
         )
     return [gpu for gpu in chosen for _ in range(per_gpu)]
+
+
+def plan_slots(gpus: str, *, per_gpu: int, n_workers: int | None) -> list[str]:
+    """The worker slots on this machine for ``--gpus``/``--per-gpu``/``--n-workers`` (see `worker_slots`)."""
+    available = [] if gpus == "none" or n_workers is not None else visible_gpus()
+    return worker_slots(gpus, per_gpu=per_gpu, n_workers=n_workers, available=available)
+
+
+def describe_slots(slots: list[str]) -> str:
+    """E.g. ``"4 worker process(es): 2 on GPU 0, 2 on GPU 1"``."""
+    per_device = Counter(f"GPU {slot}" if slot else "CPU" for slot in slots)
+    where = ", ".join(f"{n} on {device}" for device, n in per_device.items())
+    return f"{len(slots)} worker process(es): {where}"
 
 
 def _parse_gpu_list(gpus: str) -> list[str]:

@@ -9,11 +9,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from data.labels import HEADS
-from search.artifacts import ARTIFACT_ATTR, best_trial
-from search.objective import METRICS, WORKER_ATTR, metric_attr
+from model.metrics import METRICS
+from search.artifacts import best_trial
+from search.records import ARTIFACT_ATTR, EPOCHS_ATTR, SETTINGS_ATTR, WORKER_ATTR, StudyRecord, trial_metrics
+from search.settings import Settings
 from search.storage import ResilientStorage, render_url
-from search.study import StudyRecord
 
 
 def study_status(study: optuna.Study, storage: ResilientStorage, record: StudyRecord) -> dict[str, Any]:
@@ -58,8 +58,8 @@ def _best(study: optuna.Study) -> dict[str, Any]:
         "trial": trial.number,
         "values": trial.values,
         "params": trial.params,
-        "metrics": {head: {m: trial.user_attrs.get(metric_attr(head, m)) for m in METRICS} for head in HEADS},
-        "epochs_run": trial.user_attrs.get("epochs_run"),
+        "metrics": trial_metrics(trial),
+        "epochs_run": trial.user_attrs.get(EPOCHS_ATTR),
         "head_stored": bool(trial.user_attrs.get(ARTIFACT_ATTR)),
         "pareto_front": [t.number for t in study.best_trials] if len(study.directions) > 1 else None,
     }
@@ -123,3 +123,30 @@ def _render_best(best: dict[str, Any] | None) -> list[str]:
     if best["pareto_front"] is not None:
         lines.append(f"front      trials {', '.join(str(n) for n in best['pareto_front'])}")
     return lines
+
+
+def study_summaries(storage_url: str) -> list[dict[str, Any]]:
+    """One row per study in the database (by name): objective, budget, finished and running trials."""
+    from search.storage import open_storage
+    from search.study import open_study
+    from search.worker import progress
+
+    storage = open_storage(storage_url)
+    rows = []
+    for summary in sorted(storage.get_all_studies(), key=lambda s: s.study_name):
+        recorded = summary.user_attrs.get(SETTINGS_ATTR, {})
+        done, running = progress(open_study(storage, summary.study_name))
+        row = {"study": summary.study_name, "objective": recorded.get("objective", "?")}
+        rows.append(row | {"budget": recorded.get("budget", "?"), "finished": done, "running": running})
+    return rows
+
+
+def status_of(settings: Settings) -> dict[str, Any]:
+    """`hpo status`: the status of study ``settings.study`` (see `study_status`)."""
+    from search.records import read_record
+    from search.storage import open_storage
+    from search.study import open_study
+
+    storage = open_storage(settings.storage_url)
+    study = open_study(storage, settings.study)
+    return study_status(study, storage, read_record(study))

@@ -21,7 +21,7 @@ from optuna.storages._rdb import models
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from data.errors import StudyError
+from search.errors import StudyError
 
 RETRY_FOR = 600.0  # seconds a worker waits for a lost database before it gives up
 _FIRST_DELAY = 0.2
@@ -148,7 +148,9 @@ class ResilientStorage(RDBStorage):
         return {number: None if at is None else (now - at).total_seconds() for number, at in rows}
 
 
-for _name in (
+# Every RDBStorage method a worker's calls reach, Optuna's cache layer's private ones included (optuna is
+# capped at the major version tests/search/test_storage.py checks these names against).
+WRAPPED = (
     "create_new_study",
     "delete_study",
     "set_study_user_attr",
@@ -175,7 +177,8 @@ for _name in (
     "record_heartbeat",
     "_get_stale_trial_ids",
     "heartbeat_ages",
-):
+)
+for _name in WRAPPED:
     setattr(ResilientStorage, _name, _retrying(getattr(ResilientStorage, _name)))
 
 

@@ -1,133 +1,40 @@
-"""A study and its provenance: create it once (with the paper's head as trial 0), open it, compare it.
+"""A study: create it once (with the paper's head as trial 0), open it, compare it, find its trials.
 
-Everything a worker needs to run the study lives on it as user attributes, so workers on any machine
-run the same search: the settings, the space file's text and sha256, the cache fingerprint, the code
-version. The sampler and pruner are not stored by Optuna; workers rebuild them from ``settings``.
+What a study records lives in :mod:`search.records`. The sampler and pruner are not stored by Optuna;
+workers rebuild them from the recorded settings.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import warnings
-from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
+from optuna.trial import FrozenTrial, TrialState
 
 from data.cache import Cache, fingerprint_differences
-from data.errors import CacheError, ConfigError, StudyError
-from data.labels import HEADS
-from search.space import Space, parse_space
+from data.errors import CacheError
+from search.errors import StudyError
+from search.records import (
+    CACHE_ATTR,
+    CODE_ATTR,
+    CREATED_ATTR,
+    PAPER_POINT,
+    POINT_ATTR,
+    SETTINGS_ATTR,
+    SPACE_ATTR,
+    SPACE_SHA_ATTR,
+    StudyRecord,
+    StudySettings,
+    code_version,
+    read_record,
+)
+from search.settings import Settings
+from search.space import Space
 from search.storage import ResilientStorage, open_storage, render_url
-
-OBJECTIVES = ("balanced_accuracy", "accuracy", "pareto")
-SAMPLERS = ("tpe", "random")
-PRUNERS = ("hyperband", "median", "none")
-PAPER_POINT = "paper"
-# Study user attributes written by `create_study`.
-SETTINGS_ATTR, SPACE_ATTR, SPACE_SHA_ATTR = "settings", "space", "space_sha256"
-CACHE_ATTR, CODE_ATTR, CREATED_ATTR = "cache_fingerprint", "code_version", "created_at"
-
-
-@dataclass(frozen=True)
-class StudySettings:
-    """How a study searches; recorded on the study and read back by every worker."""
-
-    budget: int = 200  # trials that finish (COMPLETE + PRUNED), counted across all workers
-    objective: str = "balanced_accuracy"  # or accuracy, or pareto (age, race, gender; no pruning)
-    sampler: str = "tpe"
-    pruner: str = "hyperband"
-    epochs: int = 30
-    patience: int = 5  # early stopping on the objective; 0 = off
-    seed: int = 0  # worker i samples with seed + i; trial n trains with seed + n
-    heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
-    grace_period: int = 30  # seconds of silence after which a running trial is failed and queued again
-
-    def __post_init__(self) -> None:
-        for name, allowed in (("objective", OBJECTIVES), ("sampler", SAMPLERS), ("pruner", PRUNERS)):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        for name in ("budget", "epochs", "heartbeat_interval", "grace_period"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
-            raise ConfigError(
-                f"patience must be an integer >= 0 (0 = no early stopping), got {self.patience!r}"
-            )
-        if self.grace_period <= self.heartbeat_interval:
-            raise ConfigError(
-                f"grace_period ({self.grace_period} s) must exceed heartbeat_interval "
-                f"({self.heartbeat_interval} s), or live trials would be failed as stale"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-safe data."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StudySettings:
-        """Settings from `to_dict`'s form; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise StudyError(f"the study's settings have unknown key(s) {unknown}; upgrade face-hpo.")
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class StudyRecord:
-    """What a study was created with."""
-
-    settings: StudySettings
-    space: Space
-    cache_fingerprint: dict[str, Any]
-    code_version: dict[str, Any]
-
-
-def code_version() -> dict[str, Any]:
-    """The face-hpo package version and, when run from a git checkout, its commit and whether it is dirty."""
-    try:
-        package = metadata.version("face-hpo")
-    except metadata.PackageNotFoundError:
-        package = "unknown"
-    version: dict[str, Any] = {"package": package, "git_commit": None, "git_dirty": None}
-    root = Path(__file__).resolve().parents[1]
-    if not (root / ".git").exists():
-        return version
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return version
-    if commit.returncode == 0:
-        version["git_commit"] = commit.stdout.strip()
-        version["git_dirty"] = bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
-    return version
-
-
-def _directions(objective: str) -> list[optuna.study.StudyDirection]:
-    return [optuna.study.StudyDirection.MAXIMIZE] * (3 if objective == "pareto" else 1)
-
-
-def metric_names(objective: str) -> list[str]:
-    """What each objective value is, as optuna-dashboard labels its axes (instead of "Objective 0")."""
-    if objective == "pareto":
-        return [f"{head} balanced accuracy (val)" for head in HEADS]
-    return [f"mean {objective.replace('_', ' ')} (val)"]
 
 
 def create_study(
@@ -148,13 +55,13 @@ def create_study(
                 "Choose another --study name, or run the existing study as it is."
             )
         return study, False
-    study = optuna.create_study(storage=storage, study_name=name, directions=_directions(settings.objective))
+    study = optuna.create_study(storage=storage, study_name=name, directions=settings.goal.directions)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # set_metric_names is experimental
-        study.set_metric_names(metric_names(settings.objective))
+        study.set_metric_names(settings.goal.metric_names)
     if PAPER_POINT in space.points:
         study.enqueue_trial(
-            space.params_of(space.named_point(PAPER_POINT)), user_attrs={"point": PAPER_POINT}
+            space.params_of(space.named_point(PAPER_POINT)), user_attrs={POINT_ATTR: PAPER_POINT}
         )
     attrs = {
         SETTINGS_ATTR: settings.to_dict(),
@@ -228,23 +135,6 @@ def open_study(
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
 
 
-def read_record(study: optuna.Study) -> StudyRecord:
-    """The study's provenance; StudyError when it was not (completely) created by `hpo study create`."""
-    attrs = study.user_attrs
-    if CREATED_ATTR not in attrs:
-        raise StudyError(
-            f"study {study.study_name!r} was not created by `hpo study create`, or its creation was "
-            "interrupted; delete it (optuna delete-study) or choose another --study name."
-        )
-    space = parse_space(attrs[SPACE_ATTR], source=f"recorded on study {study.study_name!r}")
-    return StudyRecord(
-        settings=StudySettings.from_dict(attrs[SETTINGS_ATTR]),
-        space=space,
-        cache_fingerprint=attrs[CACHE_ATTR],
-        code_version=attrs[CODE_ATTR],
-    )
-
-
 def open_storage_for(url: str, record: StudyRecord | None = None) -> ResilientStorage:
     """The storage with the heartbeat the study's settings ask for (none without a record)."""
     if record is None:
@@ -254,3 +144,35 @@ def open_storage_for(url: str, record: StudyRecord | None = None) -> ResilientSt
         heartbeat_interval=record.settings.heartbeat_interval,
         grace_period=record.settings.grace_period,
     )
+
+
+def complete_trial(study: optuna.Study, number: int, *, flag: str | None = None) -> FrozenTrial:
+    """Trial ``number`` of the study, which must be COMPLETE; StudyError saying its state otherwise.
+
+    ``flag`` (e.g. ``"--trial"``) is the option the number came from, named first in the message.
+    """
+    found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not found or found[0].state != TrialState.COMPLETE:
+        state = found[0].state.name if found else "not in the study"
+        given = f"{flag} {number}: " if flag else ""
+        raise StudyError(
+            f"{given}trial {number} of study {study.study_name!r} is {state}; "
+            "pick a COMPLETE trial (`hpo status` lists them)."
+        )
+    return found[0]
+
+
+def create_from(
+    settings: Settings, space_file: Path | None, study_settings: StudySettings
+) -> tuple[optuna.Study, bool, Space]:
+    """`hpo study create`: the study ``settings.study`` on the cache, with the space file (None: the
+    packaged default); (study, created, space), as `create_study` decides."""
+    from data.cache import open_cache
+    from search.space import load_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(space_file)
+    cache = open_cache(settings.cache_dir)
+    storage = open_storage(settings.storage_url)
+    study, created = create_study(storage, settings.study, space=space, cache=cache, settings=study_settings)
+    return study, created, space

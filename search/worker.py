@@ -26,10 +26,13 @@ from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from data.errors import HpoError, StudyError
+from data.errors import HpoError
+from search.errors import StudyError
 from search.objective import TrialAborted
+from search.records import StudySettings, read_record
+from search.settings import Settings
 from search.storage import ResilientStorage
-from search.study import StudySettings, check_cache, open_storage_for, open_study, read_record
+from search.study import check_cache, open_storage_for, open_study
 
 N_STARTUP_TRIALS = 10  # random trials before TPE models the space (it has ~20 parameters)
 MAX_FAILURES_IN_A_ROW = 5  # then the worker stops: a bug or a broken setup, not one bad head
@@ -47,6 +50,11 @@ class WorkerSpec:
     artifact_dir: Path
     index: int = 0  # distinct per worker: the sampler's seed is the study's seed + index
     gpu: str | None = None  # CUDA_VISIBLE_DEVICES for this process ("" = no GPU); None = inherit
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerSpec:
+        """The spec of a worker on ``settings``' study, cache and artifact store."""
+        return cls(settings.storage_url, settings.study, settings.cache_dir, settings.artifact_dir)
 
 
 class StopFlag:
@@ -94,8 +102,8 @@ def make_sampler(settings: StudySettings, index: int) -> optuna.samplers.BaseSam
 
 
 def make_pruner(settings: StudySettings) -> optuna.pruners.BasePruner:
-    """The study's pruner over the epoch curve (a Pareto study cannot be pruned)."""
-    if settings.objective == "pareto" or settings.pruner == "none":
+    """The study's pruner over the epoch curve (none for an objective that cannot be pruned)."""
+    if not settings.goal.prunable or settings.pruner == "none":
         return optuna.pruners.NopPruner()
     if settings.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min(3, settings.epochs - 1))
@@ -204,7 +212,7 @@ def run_worker(spec: WorkerSpec, stop: StopFlag) -> int:
     if spec.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = spec.gpu  # before TensorFlow is first imported
     from data.cache import open_cache
-    from search.objective import Objective
+    from search.objective import TrialRunner
 
     plain = open_storage_for(spec.storage_url)
     record = read_record(open_study(plain, spec.study_name))
@@ -216,11 +224,11 @@ def run_worker(spec: WorkerSpec, stop: StopFlag) -> int:
     )
     cache = open_cache(spec.cache_dir)
     check_cache(study, cache)
-    from search.train import TrainData
+    from model.train import TrainData
 
     data = TrainData.from_cache(cache)
     worker = f"{socket.gethostname()}:{os.getpid()}/{spec.index}"
-    objective = Objective(
+    objective = TrialRunner(
         space=record.space,
         data=data,
         settings=settings,

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import FIXTURE, REPO, tiny_space_text
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURE = REPO / "tests" / "fixtures" / "fairface"
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
 SCREENSHOT = REPO / "work" / "e2e" / "dashboard.png"
 CHROMIUM = Path("/usr/bin/chromium")
 BIN = Path(sys.executable).parent
@@ -39,6 +40,7 @@ CHROMIUM_FLAGS = (
     "--window-size=1400,900",
     "--virtual-time-budget=15000",  # lets the single-page app fetch the API and draw before the capture
 )
+
 METRIC_ATTRS = {
     f"{head}_{metric}"
     for head in ("age", "race", "gender")
@@ -46,57 +48,14 @@ METRIC_ATTRS = {
 }
 
 # One hidden layer of 16-64 units, with its own "paper" point: each trial trains in a few seconds.
-SPACE = """\
-format_version = 1
-name = "e2e"
-
-[params.n_layers]
-low = 1
-high = 1
-
-[params.units]
-low = 16
-high = 64
-step = 16
-
-[params.activation]
-choices = ["relu", "tanh"]
-
-[params.dropout]
-low = 0.0
-high = 0.2
-step = 0.1
-
-[params.learning_rate]
-low = 1e-3
-high = 1e-2
-log = true
-
-[params.batch_size]
-choices = [4, 8]
-
-[params.class_weight_strength]
-low = 0.0
-high = 1.0
-step = 0.5
-
-[params.optimizer]
-choices = ["adam"]
-
-[points.paper]
-layers = [{ units = 32, activation = "tanh", dropout = 0.1 }]
-learning_rate = 0.002
-batch_size = 8
-class_weight_strength = 1.0
-optimizer = "adam"
-"""
+SPACE = tiny_space_text("e2e", units=(16, 64, 16), batch_sizes=(4, 8))
 PAPER_PARAMS = {
     "n_layers": "1",
-    "units_0": "32",
+    "units_0": "48",
     "activation_0": "tanh",
     "dropout_0": "0.1",
     "learning_rate": "0.002",
-    "batch_size": "8",
+    "batch_size": "4",
     "class_weight_strength": "1.0",
     "optimizer": "adam",
 }

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from support import FIXTURE
 
 from data.augment import (
     AUGMENTATION,
@@ -14,8 +14,6 @@ from data.augment import (
     jpeg_quality,
     upscale_nearest,
 )
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "fairface"
 
 
 def face() -> tf.Tensor:

@@ -8,20 +8,9 @@ from typing import IO
 import numpy as np
 import pytest
 
-from data.cache import (
-    SHARDS,
-    build_record,
-    check_fingerprint,
-    count_done_shards,
-    finalize,
-    fingerprint_differences,
-    open_cache,
-    shard_done,
-    shard_grid,
-    write_atomic,
-    write_shard,
-)
+from data.cache import SHARDS, check_fingerprint, count_done_shards, fingerprint_differences, open_cache
 from data.errors import CacheError
+from data.shards import build_record, finalize, shard_done, shard_grid, write_atomic, write_shard
 
 DIM = 4
 FINGERPRINT = {

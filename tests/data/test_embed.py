@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from support import FIXTURE
 
 from data.augment import AUGMENTATION
 from data.cache import SHARDS, open_cache
@@ -16,7 +17,6 @@ from data.errors import CacheError, ConfigError, DatasetError
 from data.fairface import Table, load_split
 from data.images import decode_error
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "fairface"
 DIM = 8
 OPTIONS = EmbedOptions(batch_size=3, shard_size=4)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import FIXTURE, REPO
 
 from data.errors import ConfigError, DatasetError
 from data.fairface import (
@@ -22,8 +23,6 @@ from data.fairface import (
 )
 from data.labels import AGE, GENDER, HEADS, RACE, VOCABULARIES
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "fairface"
-REPO = Path(__file__).resolve().parents[2]
 HEADER = "file,age,gender,race,service_test\n"
 
 # Class counts of the paper's 17,349-image test split (Support columns of its Tables III-V).

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from support import FIXTURE
 
 from data.errors import ConfigError
 from data.images import decode_error, image_batches
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "fairface"
 TRAIN_FILES = tuple(f"train/{i}.jpg" for i in range(1, 41))
 
 

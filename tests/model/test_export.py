@@ -10,26 +10,17 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from support import FIXTURE
 
 from data.cache import Cache, open_cache
 from data.errors import CacheError, ConfigError
 from model.bases import resolve_base
-from model.export import (
-    CARD,
-    ExportedModel,
-    Predictor,
-    check_cache_matches,
-    class_probabilities,
-    head_outputs,
-    image_outputs,
-    load_export,
-    predicted_classes,
-    read_card,
-)
+from model.export import CARD, ExportedModel, check_cache_matches, load_export, read_card
 from model.head import HeadConfig, LayerSpec, build_head
+from model.metrics import predicted_classes
+from model.predict import Predictor, class_probabilities, head_outputs, image_outputs
 from search.cli import main
 
-FAIRFACE = Path(__file__).resolve().parents[1] / "fixtures" / "fairface"
 CONFIG = HeadConfig(layers=(LayerSpec(32, "relu", 0.2), LayerSpec(16, "tanh", 0.0)))
 # Outputs of one model, run twice in different processes on different batch sizes, agree to this.
 ATOL = 1e-5
@@ -83,7 +74,7 @@ def small_head() -> keras.Model:
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
     path = tmp_path_factory.mktemp("cache") / "cache"
-    where = ["--dataset", str(FAIRFACE), "--cache", str(path)]
+    where = ["--dataset", str(FIXTURE), "--cache", str(path)]
     main(["embed", *where, "--weights", "random:0", "--splits", "test", "--limit", "8", "--batch-size", "4"])
     return open_cache(path)
 
@@ -119,7 +110,7 @@ def test_export_in_fresh_process_equals_head_on_cached_embeddings(
 ) -> None:
     files = list(cache.files("test"))
     out = tmp_path / "outputs.npz"
-    command = [sys.executable, "-c", FRESH_PROCESS, str(exported.path), str(FAIRFACE), str(out), *files]
+    command = [sys.executable, "-c", FRESH_PROCESS, str(exported.path), str(FIXTURE), str(out), *files]
     run = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert run.returncode == 0, run.stderr[-3000:]
     fresh = np.load(out)
@@ -199,7 +190,7 @@ def test_read_card_refuses_an_unknown_kind(exported: ExportedModel, tmp_path: Pa
 
 def test_image_outputs_leaves_out_undecodable_files(exported: ExportedModel, tmp_path: Path) -> None:
     (tmp_path / "notes.jpg").write_text("not an image")
-    shutil.copy(FAIRFACE / "val" / "1.jpg", tmp_path / "face.jpg")
+    shutil.copy(FIXTURE / "val" / "1.jpg", tmp_path / "face.jpg")
     indices, outputs = image_outputs(Predictor(exported), tmp_path, ["notes.jpg", "face.jpg"])
     assert indices.tolist() == [1]
     assert outputs["age"].shape == (1, 9) and outputs["gender"].shape == (1, 1)

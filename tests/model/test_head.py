@@ -10,15 +10,8 @@ import tensorflow as tf
 
 from data.errors import ConfigError, DatasetError
 from data.labels import AGE
-from model.head import (
-    PAPER_HEAD,
-    HeadConfig,
-    LayerSpec,
-    build_head,
-    build_optimizer,
-    class_weights,
-    head_losses,
-)
+from model.head import HeadConfig, LayerSpec, build_head, build_optimizer, class_weights, head_losses
+from model.paper import PAPER_HEAD
 
 
 def _age_labels(*names: str) -> np.ndarray:

@@ -7,16 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.report import (
-    CELL,
-    PAPER,
-    cell_color,
-    cell_origin,
-    evaluation_report,
-    report_markdown,
-    row_normalised,
-    write_report,
-)
+from model.charts import CELL, cell_color, cell_origin, row_normalised
+from model.paper import PAPER
+from model.report import evaluation_report, report_markdown, write_report
 
 # Six faces, columns age, race, gender (vocabulary indices).
 LABELS = np.array([[3, 0, 1], [3, 0, 0], [4, 1, 1], [4, 1, 1], [4, 5, 0], [8, 6, 0]])

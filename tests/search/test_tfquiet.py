@@ -2,14 +2,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
+from support import REPO, Hpo
 
-REPO = Path(__file__).resolve().parents[2]
-Hpo = Callable[..., "subprocess.CompletedProcess[str]"]
+pytestmark = pytest.mark.slow
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,12 +10,12 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
+from support import HPO
 
-from data.errors import ConfigError
 from search.cli import main
-from search.launcher import worker_slots
 
-HPO = Path(sys.executable).with_name("hpo")
+pytestmark = pytest.mark.slow
+
 HEADS_METRICS = [
     f"{head}_{metric}"
     for head in ("age", "race", "gender")
@@ -249,14 +248,3 @@ def test_worker_gpus_naming_missing_gpu(
         "hpo: error: --gpus 3 names GPU 3, but this machine has no GPU (nvidia-smi -L); pass GPUs it lists, "
         "all, or none.\n"
     )
-
-
-def test_worker_slots_per_gpu_and_cpu() -> None:
-    assert worker_slots("all", per_gpu=2, n_workers=None, available=["0", "1"]) == ["0", "0", "1", "1"]
-    assert worker_slots("1", per_gpu=1, n_workers=None, available=["0", "1"]) == ["1"]
-    assert worker_slots("all", per_gpu=3, n_workers=None, available=[]) == ["", "", ""]
-    assert worker_slots("none", per_gpu=1, n_workers=4, available=["0"]) == ["", "", "", ""]
-    with pytest.raises(ConfigError, match=r"^--gpus 0,2 names GPU 2, but this machine has GPUs 0, 1 "):
-        worker_slots("0,2", per_gpu=1, n_workers=None, available=["0", "1"])
-    with pytest.raises(ConfigError, match=r"^--gpus must be all, none or a list of GPU indices"):
-        worker_slots("first", per_gpu=1, n_workers=None, available=["0"])

@@ -1,0 +1,72 @@
+"""`hpo worker`: run trials of a study until its budget is met, one process per GPU slot."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from search.cli.options import (
+    artifacts_option,
+    cache_option,
+    pass_settings,
+    storage_option,
+    study_option,
+    workdir_option,
+)
+from search.settings import Settings
+from search.tfquiet import import_tensorflow_quietly
+
+
+@click.command("worker")
+@storage_option()
+@study_option()
+@cache_option("The embedding cache the study was created with.")
+@artifacts_option("Where the heads of best trials are stored; shared by all workers.")
+@workdir_option()
+@click.option(
+    "--gpus",
+    default=None,
+    help="all (every GPU nvidia-smi lists; CPU if none), a list such as 0,1, or none (CPU). [default: all]",
+)
+@click.option(
+    "--per-gpu",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Worker processes per GPU (with --gpus none: CPU processes).",
+)
+@click.option("--n-workers", type=int, default=None, help="Number of CPU worker processes (implies no GPU).")
+@click.option(
+    "--first-index",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Index of the first worker here; give each machine its own range so seeds differ.",
+)
+@pass_settings
+def worker(
+    settings: Settings,
+    gpus: str | None,
+    per_gpu: int,
+    n_workers: int | None,
+    first_index: int,
+) -> None:
+    """Run trials of the study until its budget is met across all workers, then exit 0.
+
+    Each worker process loads the cache once, then trains one suggested head per trial. SIGTERM or
+    Ctrl-C ends the current trial (it is failed and queued again) and exits 0. More machines join by
+    running workers with the same --storage and a shared --artifacts directory.
+
+    \b
+    Example:  hpo worker --storage postgresql+psycopg2://hpo:PW@db:5432/hpo --gpus all --per-gpu 2
+    """
+    import_tensorflow_quietly()
+    from search.launcher import describe_slots, launch, plan_slots
+    from search.worker import WorkerSpec
+
+    slots = plan_slots(gpus or "all", per_gpu=per_gpu, n_workers=n_workers)
+    click.echo(f"hpo worker: {describe_slots(slots)}", err=True)
+    code = launch(WorkerSpec.from_settings(settings), slots, first_index=first_index)
+    if code:
+        sys.exit(code)
