@@ -4,8 +4,10 @@ The authors used imgaug ``Sequential([JpegCompression(compression=(60, 75)),
 CoarseDropout((0, 0.05), size_percent=(0.02, 0.25))])``. imgaug does not import on numpy 2, so this is
 the same sequence in TensorFlow ops, following imgaug 0.4's semantics:
 
-- JPEG: per image a quality drawn uniformly from the integers 25..40 (imgaug's compression 60..75 is
-  100 - quality), then encode and decode.
+- JPEG: per image a compression strength c drawn as imgaug 0.4 draws ``compression=(60, 75)``: uniform
+  in [60, 75), truncated to an integer (60..74); imgaug's ``compress_jpeg`` maps it to the PIL quality
+  ``round(1 + 99 * (1 - c / 101))``, so the qualities are the integers 27..41, each with probability 1/15.
+  Then encode and decode.
 - Coarse dropout (``CoarseDropout`` = ``MultiplyElementwise(FromLowerResolution(Binomial(1 - p)))``): per
   image a drop probability p ~ U(0, 0.05) and two size fractions, one for the height and one for the
   width, each ~ U(0.02, 0.25); a low-resolution mask of ``max(int(H * fh), 4) x max(int(W * fw), 4)``
@@ -22,7 +24,7 @@ from types import MappingProxyType
 
 import tensorflow as tf
 
-JPEG_QUALITY = (25, 40)  # inclusive
+JPEG_COMPRESSION = (60, 74)  # imgaug's compression=(60, 75) after its integer truncation, inclusive
 DROPOUT_P = (0.0, 0.05)
 DROPOUT_SIZE_PERCENT = (0.02, 0.25)
 DROPOUT_MIN_SIZE = 4
@@ -32,9 +34,10 @@ RNG_ALG = "philox"
 # What a cache fingerprint records; bump "version" whenever the code changes what an augmented image is.
 AUGMENTATION: Mapping[str, object] = MappingProxyType(
     {
-        "version": 1,
+        "version": 2,  # 1 drew JPEG qualities 25..40 instead of imgaug's 27..41
         "sequence": ["jpeg_compression", "coarse_dropout"],
-        "jpeg_quality": list(JPEG_QUALITY),
+        "jpeg_compression": list(JPEG_COMPRESSION),
+        "jpeg_quality": "round(1 + 99 * (1 - compression / 101)), imgaug 0.4",
         "dropout_p": list(DROPOUT_P),
         "dropout_size_percent": list(DROPOUT_SIZE_PERCENT),
         "dropout_min_size": DROPOUT_MIN_SIZE,
@@ -62,9 +65,17 @@ def augment_image(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 def jpeg_quality(seed: tf.Tensor) -> tf.Tensor:
-    """The JPEG quality (int32 scalar in JPEG_QUALITY, bounds included) drawn from ``seed``."""
-    low, high = JPEG_QUALITY
-    return tf.random.stateless_uniform([], seed, minval=low, maxval=high + 1, dtype=tf.int32, alg=RNG_ALG)
+    """The JPEG quality (int32 scalar) drawn from ``seed``: imgaug's compression c, as its quality."""
+    low, high = JPEG_COMPRESSION
+    compression = tf.random.stateless_uniform(
+        [], seed, minval=low, maxval=high + 1, dtype=tf.int32, alg=RNG_ALG
+    )
+    return tf.cast(tf.round(1.0 + 99.0 * (1.0 - tf.cast(compression, tf.float32) / 101.0)), tf.int32)
+
+
+def imgaug_quality(compression: int) -> int:
+    """imgaug 0.4's ``compress_jpeg``, the reference: the PIL quality of compression strength 0..100."""
+    return min(max(round(1 + 99 * (1.0 - compression / 101)), 1), 100)
 
 
 def dropout_mask(seed: tf.Tensor, height: tf.Tensor | int, width: tf.Tensor | int) -> tf.Tensor:

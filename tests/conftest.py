@@ -1,5 +1,6 @@
 """Fixtures shared across the test packages: fresh PostgreSQL databases, `hpo` run in a subprocess or in
-this process, and exports on the random base. Plain helpers (paths, file makers) live in ``support.py``."""
+this process, and exports on the random base. Plain helpers (paths, file makers) live in
+``tests/helpers/support.py``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import tensorflow as tf
@@ -11,6 +12,7 @@ from data.augment import (
     augment_image,
     dropout_mask,
     image_seed,
+    imgaug_quality,
     jpeg_quality,
     upscale_nearest,
 )
@@ -71,9 +73,13 @@ def test_upscale_nearest_takes_floor_cells() -> None:
     assert stretched[0].tolist() == [0, 0, 1, 2, 3]
 
 
-def test_jpeg_quality_covers_25_to_40_inclusive() -> None:
-    qualities = {int(jpeg_quality(seed(s, 1))) for s in range(300)}
-    assert qualities == set(range(25, 41))
+def test_jpeg_quality_is_imgaugs_mapping_of_compression_60_to_74() -> None:
+    # imgaug 0.4 draws compression=(60, 75) uniformly, truncates it to 60..74, and compress_jpeg maps c
+    # to round(1 + 99 (1 - c / 101)): the authors' images got the qualities 27..41.
+    assert [imgaug_quality(c) for c in range(60, 75)] == list(range(41, 26, -1))
+    counts = Counter(int(jpeg_quality(seed(s, 1))) for s in range(1500))
+    assert set(counts) == {imgaug_quality(c) for c in range(60, 75)} == set(range(27, 42))
+    assert max(counts.values()) < 2 * min(counts.values())  # about 100 each: uniform
 
 
 def test_image_seed_depends_on_seed_view_and_index() -> None:
@@ -87,5 +93,5 @@ def test_image_seed_depends_on_seed_view_and_index() -> None:
 def test_augmentation_settings_are_json() -> None:
     settings = dict(AUGMENTATION)
     assert json.loads(json.dumps(settings)) == settings
-    assert settings["jpeg_quality"] == [25, 40]
+    assert (settings["version"], settings["jpeg_compression"]) == (2, [60, 74])
     assert settings["sequence"] == ["jpeg_compression", "coarse_dropout"]

@@ -16,7 +16,7 @@ import numpy as np
 
 from data.shards import build_record, finalize, shard_grid, write_shard
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # 56 real FairFace crops with their label rows (FairFace, Kärkkäinen & Joo, CC BY 4.0).
 FIXTURE = REPO / "tests" / "fixtures" / "fairface"
 # The real FairFace sample beside the checkout (full label files, 10,000 images), or $FAIRFACE_ROOT.
