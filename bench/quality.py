@@ -37,7 +37,14 @@ from search.tfquiet import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
-from quality_data import build_cache, embed_command, head_predictions, prepare_root, scores  # noqa: E402
+from quality_data import (  # noqa: E402
+    AUGMENT_VIEWS,
+    build_cache,
+    embed_command,
+    head_predictions,
+    prepare_root,
+    scores,
+)
 from quality_report import Row, goals, markdown_table, reach_lines  # noqa: E402
 from quality_search import PATIENCE, SearchOutcome, run_study  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
@@ -244,7 +251,7 @@ def report(
 def main() -> None:
     args = parse_args()
     started = time.monotonic()
-    root, cache_dir = args.workdir / "root", args.workdir / "cache"
+    root, cache_dir = args.workdir / "root", args.workdir / f"cache-k{AUGMENT_VIEWS}"
     print(f"FairFace root {root}: {prepare_root(args.dataset, root)} label rows kept", flush=True)
     build_cache(root, cache_dir)
     cache = open_cache(cache_dir)

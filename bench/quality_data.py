@@ -53,12 +53,15 @@ def _write_present_rows(shared: Path, source: Path, target: Path) -> int:
     return len(rows)
 
 
+AUGMENT_VIEWS = 2  # augmented embeddings per train image, beside the clean one (the paper's augmentation)
+
+
 def embed_command(root: Path, cache: Path) -> list[str]:
     """The ``hpo embed`` call that builds (or resumes, or leaves as it is) the bench's cache."""
     hpo = Path(sys.executable).with_name("hpo")
     return [
         str(hpo), "embed", "--dataset", str(root), "--cache", str(cache),
-        "--base", "dlib-resnet", "--split", "paper", "--augment-views", "0",
+        "--base", "dlib-resnet", "--split", "paper", "--augment-views", str(AUGMENT_VIEWS),
     ]  # fmt: skip
 
 
