@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu", "tanh", "elu", "gelu")
 # Each name is a Keras optimizer identifier: `keras.optimizers.get(name)` builds it.
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "nadam", "rmsprop", "sgd")
-# Keras 2's `LeakyReLU()` default, which the authors' Keras 2 code got; Keras 3's
-# `activation="leaky_relu"` would silently use 0.2 instead.
-LEAKY_RELU_SLOPE = 0.3
+# What the authors' code ran: it writes `Dense(..., activation="leaky_relu")`, which their pinned Keras 2.7
+# resolves to `tf.nn.leaky_relu` with its default slope 0.2 (not the 0.3 of the `LeakyReLU()` layer,
+# which their code never uses). docs/paper.md has the references.
+LEAKY_RELU_SLOPE = 0.2
 # Probabilities are clipped to [EPSILON, 1 - EPSILON] before the log, as Keras' own cross-entropies do.
 EPSILON = 1e-7
 

@@ -161,12 +161,19 @@ def test_build_head_paper_shapes_names_and_param_count() -> None:
 def test_build_head_activations_follow_config() -> None:
     model = build_head(PAPER_HEAD, 512)
     assert model.get_layer("dense_0").activation is keras.activations.linear
-    assert [model.get_layer(f"leaky_relu_{i}").negative_slope for i in (0, 3, 4)] == [0.3, 0.3, 0.3]
+    # tf.nn.leaky_relu's default slope, which the authors' activation="leaky_relu" ran on Keras 2.7.
+    assert [model.get_layer(f"leaky_relu_{i}").negative_slope for i in (0, 3, 4)] == [0.2, 0.2, 0.2]
     assert model.get_layer("dense_1").activation is keras.activations.relu
     assert model.get_layer("dense_2").activation is keras.activations.tanh
     assert model.get_layer("age").activation is keras.activations.softmax
     assert model.get_layer("race").activation is keras.activations.softmax
     assert model.get_layer("gender").activation is keras.activations.sigmoid
+
+
+def test_build_head_leaky_relu_maps_minus_one_to_minus_point_two() -> None:
+    model = build_head(HeadConfig((LayerSpec(1, "leaky_relu"),)), 1)
+    layer = model.get_layer("leaky_relu_0")
+    assert layer(np.array([[-1.0, 2.0]], np.float32)).numpy().tolist() == [[np.float32(-0.2), 2.0]]
 
 
 def test_build_head_outputs_float32_under_mixed_precision() -> None:
