@@ -24,8 +24,10 @@ from quality_data import head_predictions, scores
 from quality_search import PATIENCE, SearchOutcome, bench_space
 
 from data.labels import HEADS, VOCABULARIES
-from model.head import HeadConfig, LayerSpec, build_head, build_optimizer, class_weights, head_losses
+from model.fitting import build_optimizer, class_weights, head_losses
+from model.head import HeadConfig, LayerSpec
 from model.metrics import mean_metric
+from model.network import build_head
 from search.space import PER_LAYER, Choice, Param, Range, Space
 
 OBJECTIVE = "val_balanced_accuracy"

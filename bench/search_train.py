@@ -40,7 +40,9 @@ from data.images import image_batches
 from data.labels import HEADS, VOCABULARIES
 from model.bases.vggface import build_base
 from model.bases.vggface_h5 import resolve_weights
-from model.head import HeadConfig, build_head, class_weights, head_losses
+from model.fitting import class_weights, head_losses
+from model.head import HeadConfig
+from model.network import build_head
 from model.paper import PAPER_HEAD
 from model.train import TrainData, TrainOptions, compile_head
 

@@ -17,8 +17,10 @@ import tensorflow as tf
 from data.cache import Cache
 from data.errors import CacheError, ConfigError
 from data.labels import HEADS, VOCABULARIES
-from model.head import HeadConfig, build_head, build_optimizer, class_weights, head_losses
+from model.fitting import build_optimizer, class_weights, head_losses
+from model.head import HeadConfig
 from model.metrics import METRICS, head_metrics, mean_metric, predicted_classes
+from model.network import build_head
 
 PRECISIONS = ("float32", "mixed")
 

@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from model.head import HeadConfig
 from search.errors import StudyError
-from search.records import ARTIFACT_ATTR, trial_config
+from search.records import ARTIFACT_ATTR, MAX_GAP_ATTR, SETTINGS_ATTR, StudySettings, trial_config
 from search.study import complete_trial
 
 if TYPE_CHECKING:
@@ -36,18 +36,22 @@ def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
 
 
-def is_new_best(study: optuna.Study, values: Sequence[float]) -> bool:
-    """Whether a trial with ``values`` would be the study's best (ties count), or on its Pareto front.
+def deserves_head(study: optuna.Study, values: Sequence[float], settings: StudySettings, gap: float) -> bool:
+    """Whether a trial with ``values`` and max per-group ``gap`` keeps its head: it is feasible and ranks
+    among the ``settings.keep_heads`` best feasible trials finished so far (ties count), or, in a Pareto
+    study, no feasible finished trial dominates it.
 
-    Checked before the trial is told, against the trials finished so far: any trial that ends up best
-    was at least as good as every finished trial when it checked, so the best always has its head.
+    Checked before the trial is told, against the trials finished so far: any trial that ends up among
+    the best was among them when it checked, so the best trials always have their heads.
     """
+    if settings.max_gap is not None and gap > settings.max_gap:
+        return False
+    finished = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if settings.feasible(t)
+    ]
     if len(values) > 1:
-        return not any(_dominates(front.values, values) for front in study.best_trials)
-    try:
-        return values[0] >= study.best_value
-    except ValueError:  # no COMPLETE trial yet
-        return True
+        return not any(_dominates(t.values, values) for t in finished)
+    return sum(1 for t in finished if t.values[0] > values[0]) < settings.keep_heads
 
 
 def store_head(trial: optuna.Trial, model: keras.Model, artifact_dir: Path) -> str:
@@ -62,19 +66,29 @@ def store_head(trial: optuna.Trial, model: keras.Model, artifact_dir: Path) -> s
     return artifact_id
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The study's best COMPLETE trial, the lowest-numbered among ties (the database orders ties at will).
+def best_trial(study: optuna.Study, settings: StudySettings | None = None) -> FrozenTrial:
+    """The study's best feasible COMPLETE trial, the lowest-numbered among ties (the database orders ties
+    at will). ``settings`` default to those recorded on the study.
 
-    For a Pareto study: the front's trial of highest mean value. Every trial this returns has a stored
-    head when workers wrote one (see `is_new_best`).
+    For a Pareto study: the feasible front's trial of highest mean value. Every trial this returns has a
+    stored head when workers wrote one (see `deserves_head`).
     """
+    settings = settings or StudySettings.from_dict(study.user_attrs[SETTINGS_ATTR])
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise StudyError(f"study {study.study_name!r} has no COMPLETE trial yet; run `hpo worker` first.")
+    feasible = [t for t in complete if settings.feasible(t)]
+    if not feasible:
+        raise StudyError(
+            f"none of the {len(complete)} COMPLETE trials of study {study.study_name!r} meets its max_gap "
+            f"{settings.max_gap} (the smallest gap so far is "
+            f"{min(t.user_attrs.get(MAX_GAP_ATTR, 1.0) for t in complete):.3f}); let the workers run on."
+        )
     if len(study.directions) > 1:
-        return max(study.best_trials, key=lambda t: (sum(t.values) / len(t.values), -t.number))
-    best = max(t.values[0] for t in complete)
-    return min((t for t in complete if t.values[0] == best), key=lambda t: t.number)
+        front = [t for t in feasible if not any(_dominates(o.values, t.values) for o in feasible)]
+        return max(front, key=lambda t: (sum(t.values) / len(t.values), -t.number))
+    best = max(t.values[0] for t in feasible)
+    return min((t for t in feasible if t.values[0] == best), key=lambda t: t.number)
 
 
 def load_best_head(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
@@ -62,6 +63,7 @@ class ChosenHead:
     trial: FrozenTrial
     validation_metrics: dict[str, dict[str, float]]
     retrained: bool
+    ensemble: dict[str, Any] | None = None  # members and weights, when the head averages stored heads
 
 
 def export_best(
@@ -70,13 +72,18 @@ def export_best(
     *,
     trial: int | None = None,
     retrain: bool = False,
+    ensemble: int | None = None,
     on_step: Callable[[str], None] = lambda message: None,
 ) -> Path:
     """Export the study's best (or ``trial``'s) head with the cache's base into ``out``; return ``out``.
 
-    Refuses, before any work: an ``out`` that is not empty, a cache that is not the study's, base weights
-    that are not the ones the cache was embedded with. ``out`` appears whole or not at all.
+    ``ensemble`` K: instead, the average of the stored heads greedy selection picks in K rounds (see
+    `search.ensemble`). Refuses, before any work: an ``out`` that is not empty, a cache that is not the
+    study's, base weights that are not the ones the cache was embedded with. ``out`` appears whole or not
+    at all.
     """
+    if ensemble is not None and (trial is not None or retrain):
+        raise ConfigError("--ensemble picks its own heads; it cannot be combined with --trial or --retrain.")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out} exists and is not empty; choose a new directory or delete it.")
     study = open_study(open_storage_for(settings.storage_url), settings.study)
@@ -84,14 +91,10 @@ def export_best(
     cache = open_cache(settings.cache_dir)
     check_cache(study, cache)
     base = cache_base(cache, settings.weights)
-    chosen = choose_trial(study, trial)
-    if retrain:
-        on_step(f"retraining the head of trial {chosen.number} ({record.settings.epochs} epochs)")
-        head = retrain_head(chosen, cache, record)
+    if ensemble is not None:
+        head = ensemble_head_of(study, record, cache, settings.artifact_dir, ensemble, on_step)
     else:
-        require_stored_head(study, chosen, record)
-        on_step(f"loading the stored head of trial {chosen.number}")
-        head = stored_head(study, chosen, settings.artifact_dir)
+        head = single_head(study, record, cache, settings.artifact_dir, trial, retrain, on_step)
     # Written beside ``out`` and renamed into place, so an interrupted export leaves no half model behind.
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     try:
@@ -102,6 +105,70 @@ def export_best(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return out
+
+
+def single_head(
+    study: optuna.Study,
+    record: StudyRecord,
+    cache: Cache,
+    artifact_dir: Path,
+    trial: int | None,
+    retrain: bool,
+    on_step: Callable[[str], None],
+) -> ChosenHead:
+    """The best (or ``trial``'s) head: as its worker stored it, or retrained from its config."""
+    chosen = choose_trial(study, trial)
+    if retrain:
+        on_step(f"retraining the head of trial {chosen.number} ({record.settings.epochs} epochs)")
+        head = retrain_head(chosen, cache, record)
+    else:
+        require_stored_head(study, chosen, record)
+        on_step(f"loading the stored head of trial {chosen.number}")
+        head = stored_head(study, chosen, artifact_dir)
+    return head
+
+
+def ensemble_head_of(
+    study: optuna.Study,
+    record: StudyRecord,
+    cache: Cache,
+    artifact_dir: Path,
+    size: int,
+    on_step: Callable[[str], None],
+) -> ChosenHead:
+    """The stored heads greedy selection picks in ``size`` rounds, averaged into one head."""
+    from model.ensemble import ensemble_head
+    from model.metrics import predicted_classes, scores
+    from model.predict import head_outputs
+    from search.ensemble import select_stored_heads
+
+    on_step(f"selecting an ensemble in {size} round(s) from the stored heads, on the validation split")
+    choice = select_stored_heads(study, record, cache, artifact_dir, size)
+    model = ensemble_head([member.model for member in choice.members], [m.weight for m in choice.members])
+    listed = ", ".join(f"{member.trial.number} ({member.weight:.2f})" for member in choice.members)
+    on_step(
+        f"ensemble of {len(choice.members)} head(s) from the {choice.candidates} stored: trial (weight) "
+        f"{listed}; validation {record.settings.objective} {choice.value:.4f}"
+    )
+    labels = cache.labels("val").astype(np.int64)
+    metrics, _ = scores(labels, predicted_classes(head_outputs(model, cache.embeddings("val"))))
+    members = [
+        {
+            "trial": m.trial.number,
+            "weight": m.weight,
+            "values": list(m.trial.values),
+            "head_config": m.config.to_dict(),
+        }
+        for m in choice.members
+    ]
+    section = {
+        "size": size,
+        "candidates": choice.candidates,
+        "validation_value": choice.value,
+        "members": members,
+    }
+    first = choice.members[0]
+    return ChosenHead(model, first.config, first.trial, metrics, retrained=False, ensemble=section)
 
 
 def cache_base(cache: Cache, weights: str | None) -> Base:
@@ -220,6 +287,7 @@ def _study_section(study: optuna.Study, head: ChosenHead, record: StudyRecord) -
         "objective": record.settings.objective,
         "value": trial.values[0] if len(trial.values) == 1 else list(trial.values),
         "retrained": head.retrained,
+        "ensemble": head.ensemble,
         "seed": trial_seed(record.settings, trial.number),
         "settings": record.settings.to_dict(),
         "space_sha256": record.space.sha256,

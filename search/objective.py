@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from search.artifacts import is_new_best, store_head
+from search.artifacts import deserves_head, store_head
 from search.records import (
     ARTIFACT_ATTR,
     CONFIG_ATTR,
@@ -40,7 +40,7 @@ class TrialAborted(Exception):
 
 @dataclass(frozen=True)
 class TrialRunner:
-    """Callable for ``study.optimize``: suggest -> train -> record -> (new best: store the head) -> value."""
+    """Callable for ``study.optimize``: suggest, train, record, store the head if among the best, value."""
 
     space: Space
     data: TrainData
@@ -67,10 +67,11 @@ class TrialRunner:
             patience=self.settings.patience or None,
             rank_by=self.settings.goal.rank_by,
         )
-        record_metrics(trial, result.metrics, result.epochs_run)
+        record_metrics(trial, result.metrics, result.groups, result.epochs_run)
         value = self.settings.goal.value(result.metrics)
         values = value if isinstance(value, tuple) else (value,)
-        if is_new_best(trial.study, values):
+        gap = max(group["difference"] for group in result.groups.values())
+        if deserves_head(trial.study, values, self.settings, gap):
             store_head(trial, result.model, self.artifact_dir)
         return value
 

@@ -45,7 +45,7 @@ class Objective:
     @property
     def metric_names(self) -> list[str]:
         """What each value is, as optuna-dashboard labels its axes (instead of "Objective 0")."""
-        words = self.metric.replace("_", " ")
+        words = _WORDS.get(self.metric, self.metric.replace("_", " "))
         if self.per_head:
             return [f"{head} {words} (val)" for head in HEADS]
         return [f"mean {words} (val)"]
@@ -62,6 +62,8 @@ class Objective:
         assert isinstance(value, float), f"objective {self.name!r} reports no single epoch value"
         return value
 
+
+_WORDS = {"group_min": "worst-group balanced accuracy"}
 
 OBJECTIVES: Mapping[str, Objective] = MappingProxyType(
     {

@@ -8,6 +8,7 @@ version. Each trial stores what it drew, what it scored and where its head is.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
@@ -19,7 +20,7 @@ from optuna.trial import FrozenTrial
 from data.errors import ConfigError
 from data.labels import HEADS
 from model.head import HeadConfig
-from model.metrics import METRICS, Metrics
+from model.metrics import METRICS, GroupMetrics, Metrics
 from search.errors import StudyError
 from search.objectives import OBJECTIVES, Objective
 from search.space import Space, parse_space
@@ -42,6 +43,10 @@ WORKER_ATTR = "worker"  # "<host>:<pid>/<worker index>" of the process that ran 
 CONFIG_ATTR = "head_config"  # HeadConfig.to_dict() of the trial's head
 EPOCHS_ATTR = "epochs_run"  # epochs trained (early stopping or pruning may end a trial early)
 ARTIFACT_ATTR = "head_artifact_id"  # the artifact id of the stored head, when the worker stored it
+MAX_GAP_ATTR = "max_gap"  # the largest per-group gap over the heads (what --max-gap bounds)
+# Per head, the per-group validation metrics (Fairlearn's words): `{head}_by_group` {group: balanced
+# accuracy}, `{head}_group_min`, `{head}_worst_group`, `{head}_difference`, `{head}_absent_groups`.
+GROUP_ATTRS = ("by_group", "group_min", "worst_group", "difference", "absent_groups")
 
 
 def metric_attr(head: str, metric: str) -> str:
@@ -49,12 +54,28 @@ def metric_attr(head: str, metric: str) -> str:
     return f"{head}_{metric}"
 
 
-def record_metrics(trial: optuna.Trial, metrics: Metrics, epochs_run: int) -> None:
-    """Store the best epoch's per-head metrics and the epochs run as user attributes."""
+def record_metrics(
+    trial: optuna.Trial, metrics: Metrics, groups: Mapping[str, GroupMetrics], epochs_run: int
+) -> None:
+    """Store the best epoch's per-head and per-group metrics and the epochs run as user attributes."""
     for head, values in metrics.items():
         for metric in METRICS:
             trial.set_user_attr(metric_attr(head, metric), float(values[metric]))
+    for head, group in groups.items():
+        recorded = (group["by_group"], group["group_min"], group["group_min_name"], group["difference"])
+        for name, value in zip(GROUP_ATTRS, (*recorded, group["absent"]), strict=True):
+            trial.set_user_attr(metric_attr(head, name), value)
+    trial.set_user_attr(MAX_GAP_ATTR, max(group["difference"] for group in groups.values()))
     trial.set_user_attr(EPOCHS_ATTR, epochs_run)
+
+
+def trial_groups(trial: FrozenTrial) -> dict[str, dict[str, Any]]:
+    """The per-group validation metrics a trial recorded, per head (empty where it recorded none)."""
+    return {
+        head: {name: trial.user_attrs[metric_attr(head, name)] for name in GROUP_ATTRS}
+        for head in HEADS
+        if metric_attr(head, "group_min") in trial.user_attrs
+    }
 
 
 def trial_metrics(trial: FrozenTrial) -> dict[str, dict[str, Any]]:
@@ -80,13 +101,15 @@ class StudySettings:
     seed: int = 0  # worker i samples with seed + i; trial n trains with seed + n
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
     grace_period: int = 30  # seconds of silence after which a running trial is failed and queued again
+    max_gap: float | None = None  # constraint: the largest per-group gap of a feasible trial
+    keep_heads: int = 10  # heads stored: each trial among the best this many so far keeps its head
 
     def __post_init__(self) -> None:
         for name, allowed in (("objective", tuple(OBJECTIVES)), ("sampler", SAMPLERS), ("pruner", PRUNERS)):
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        for name in ("budget", "epochs", "heartbeat_interval", "grace_period"):
+        for name in ("budget", "epochs", "heartbeat_interval", "grace_period", "keep_heads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
@@ -94,6 +117,11 @@ class StudySettings:
             raise ConfigError(
                 f"patience must be an integer >= 0 (0 = no early stopping), got {self.patience!r}"
             )
+        gap = self.max_gap
+        if gap is not None and (
+            isinstance(gap, bool) or not isinstance(gap, int | float) or not 0 < gap <= 1
+        ):
+            raise ConfigError(f"max_gap must be a number in (0, 1] (a balanced-accuracy gap), got {gap!r}")
         if self.grace_period <= self.heartbeat_interval:
             raise ConfigError(
                 f"grace_period ({self.grace_period} s) must exceed heartbeat_interval "
@@ -117,6 +145,15 @@ class StudySettings:
     def goal(self) -> Objective:
         """The objective object the study maximises."""
         return OBJECTIVES[self.objective]
+
+    def feasible(self, trial: FrozenTrial) -> bool:
+        """Whether ``trial`` meets the ``max_gap`` constraint (every trial does without one)."""
+        return self.max_gap is None or trial.user_attrs.get(MAX_GAP_ATTR, float("inf")) <= self.max_gap
+
+    def constraints(self, trial: FrozenTrial) -> list[float]:
+        """Optuna's constraint values of ``trial`` (<= 0 is feasible): its max gap minus ``max_gap``."""
+        assert self.max_gap is not None
+        return [float(trial.user_attrs.get(MAX_GAP_ATTR, 1.0)) - self.max_gap]
 
 
 def trial_seed(settings: StudySettings, number: int) -> int:

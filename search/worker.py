@@ -97,7 +97,13 @@ def make_sampler(settings: StudySettings, index: int) -> optuna.samplers.BaseSam
         warnings.simplefilter("ignore", ExperimentalWarning)  # `group` is experimental
         # Constant liar: running trials count as bad, so parallel workers do not all sample one spot.
         return optuna.samplers.TPESampler(
-            multivariate=True, group=True, constant_liar=True, seed=seed, n_startup_trials=N_STARTUP_TRIALS
+            multivariate=True,
+            group=True,
+            constant_liar=True,
+            seed=seed,
+            n_startup_trials=N_STARTUP_TRIALS,
+            # --max-gap: TPE models which trials were feasible and samples towards them.
+            constraints_func=settings.constraints if settings.max_gap is not None else None,
         )
 
 

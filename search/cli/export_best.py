@@ -42,8 +42,17 @@ from search.tfquiet import import_tensorflow_quietly
     is_flag=True,
     help="Train the trial's head again from its parameters and seed instead of loading its stored head.",
 )
+@click.option(
+    "--ensemble",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Export the average of the stored heads that greedy selection picks in K rounds (with "
+    "replacement, scored by the study's objective on validation) instead of one trial's head.",
+)
 @pass_settings
-def export_best(settings: Settings, out: Path, trial: int | None, retrain: bool) -> None:
+def export_best(
+    settings: Settings, out: Path, trial: int | None, retrain: bool, ensemble: int | None
+) -> None:
     """Export the best trial's head with the cache's base, its model card and its test report.
 
     \b
@@ -64,7 +73,14 @@ def export_best(settings: Settings, out: Path, trial: int | None, retrain: bool)
     from search.export_best import export_best as run_export
 
     try:
-        written = run_export(settings, out, trial=trial, retrain=retrain, on_step=step_printer("export-best"))
+        written = run_export(
+            settings,
+            out,
+            trial=trial,
+            retrain=retrain,
+            ensemble=ensemble,
+            on_step=step_printer("export-best"),
+        )
     except ParetoTrialRequired as error:
         click.echo("Pareto front (trial: validation balanced accuracy of age, race, gender):")
         for front in error.front:

@@ -27,7 +27,9 @@ def study() -> None:
     "space_file",
     type=click.Path(path_type=Path),
     default=None,
-    help="Search-space TOML file. [default: the packaged space, with the paper's head]",
+    help="Search-space TOML file, or a packaged space: default (the paper's neighbourhood) or wide "
+    "(normalisation, weight decay, label smoothing, batch norm, branches, loss weights, schedule, "
+    "augmented views). [default: default]",
 )
 @cache_option("Embedding cache the study searches on.")
 @workdir_option()
@@ -82,6 +84,21 @@ def study() -> None:
     show_default=True,
     help="Seconds without a heartbeat after which a trial is failed and queued again.",
 )
+@click.option(
+    "--max-gap",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=None,
+    help="Constraint on any objective: a trial counts only if, for every head, its best and worst group's "
+    "validation balanced accuracy differ by at most this (e.g. 0.15).",
+)
+@click.option(
+    "--keep-heads",
+    type=click.IntRange(min=1),
+    default=DEFAULTS.keep_heads,
+    show_default=True,
+    help="Heads the workers store: every trial among this many best so far (what export-best --ensemble "
+    "selects from).",
+)
 @pass_settings
 def create(settings: Settings, space_file: Path | None, **options: object) -> None:
     """Create a study on the cache, with the paper's head queued as trial 0.
@@ -106,10 +123,12 @@ def create(settings: Settings, space_file: Path | None, **options: object) -> No
         )
         return
     first = "trial 0 = the space's 'paper' point" if created.get_trials() else "no 'paper' point to queue"
+    gap = "" if study_settings.max_gap is None else f", max per-group gap {study_settings.max_gap}"
     click.echo(
         f"created study {settings.study!r} in {where}: space {space.name!r} (sha256 {space.sha256[:12]}), "
         f"budget {study_settings.budget}, objective {study_settings.objective}, {study_settings.sampler} "
-        f"sampler, {study_settings.pruner} pruner, {study_settings.epochs} epochs; {first}."
+        f"sampler, {study_settings.pruner} pruner, {study_settings.epochs} epochs"
+        f"{gap}; {first}."
     )
 
 

@@ -13,20 +13,30 @@ from types import MappingProxyType
 from typing import Any
 
 from data.errors import ConfigError
-from model.head import HeadConfig
+from model.head import HeadConfig, LayerSpec
+from search.space.draw import BRANCH, OPTIONAL, REQUIRED
 from search.space.types import DOMAINS, Choice, Param, Range, Space, Value, decimal, values_outside
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 adds the wide space's optional parameters; version 1 files stay valid
+VERSIONS = (1, 2)
 
 
-def default_space_path() -> Path:
-    """The packaged default space file."""
-    return Path(str(resources.files("search.space") / "default.toml"))
+PACKAGED = ("default", "wide")  # the spaces shipped beside this module, by name
+
+
+def default_space_path(name: str = "default") -> Path:
+    """The packaged space file ``name`` (``default``: the paper's neighbourhood; ``wide``)."""
+    return Path(str(resources.files("search.space") / f"{name}.toml"))
 
 
 def load_space(path: Path | None = None) -> Space:
-    """Read and validate a space file; None = the packaged default (`search/space/default.toml`)."""
+    """Read and validate a space file; None = the packaged default (`search/space/default.toml`).
+
+    A packaged space's name (``default``, ``wide``) stands for its file, unless a file of that name exists.
+    """
     path = default_space_path() if path is None else Path(path)
+    if not path.exists() and str(path) in PACKAGED:
+        path = default_space_path(str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -56,14 +66,18 @@ def _build_space(data: dict[str, Any], text: str) -> Space:
         {"format_version", "name", "params"},
     )
     version = data["format_version"]
-    if version != FORMAT_VERSION or isinstance(version, bool):
-        raise ConfigError(f"format_version = {version!r} is not supported; this hpo reads {FORMAT_VERSION}")
+    if version not in VERSIONS or isinstance(version, bool):
+        readable = " and ".join(str(v) for v in VERSIONS)
+        raise ConfigError(f"format_version = {version!r} is not supported; this hpo reads {readable}")
     name = data["name"]
     if not isinstance(name, str) or not name:
         raise ConfigError(f"name = {name!r} must be a non-empty string")
     tables = _table("[params]", data["params"])
-    _check_keys("[params]", tables, set(DOMAINS), set(DOMAINS))
-    params = {key: _parse_param(key, _table(f"[params.{key}]", tables[key])) for key in DOMAINS}
+    _check_keys("[params]", tables, set(REQUIRED) | (set(OPTIONAL) if version >= 2 else set()), set(REQUIRED))
+    params = {
+        key: _parse_param(key, _table(f"[params.{key}]", tables[key])) for key in DOMAINS if key in tables
+    }
+    _check_groups(params)
     points = {
         key: _parse_point(key, value) for key, value in _table("[points]", data.get("points", {})).items()
     }
@@ -72,13 +86,41 @@ def _build_space(data: dict[str, Any], text: str) -> Space:
         if outside:
             raise ConfigError(f"[points.{key}] lies outside the space: {'; '.join(outside)}")
     canonical = {
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         "name": name,
         "params": {key: {"kind": type(param).__name__, **asdict(param)} for key, param in params.items()},
-        "points": {key: point.to_dict() for key, point in points.items()},
+        "points": {key: _canonical_point(point) for key, point in points.items()},
     }
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return Space(name, MappingProxyType(params), MappingProxyType(points), text=text, sha256=digest)
+
+
+_DEFAULTS = HeadConfig(layers=(LayerSpec(1, "relu"),)).to_dict()  # the settings' defaults (layers aside)
+_VERSION_1_KEYS = frozenset({"layers", "learning_rate", "batch_size", "class_weight_strength", "optimizer"})
+
+
+def _canonical_point(point: HeadConfig) -> dict[str, object]:
+    # The wide settings a point leaves at their defaults are left out: a version-1 space keeps the
+    # sha256 it had before those settings existed.
+    data = point.to_dict()
+    return {key: value for key, value in data.items() if key in _VERSION_1_KEYS or value != _DEFAULTS[key]}
+
+
+def _check_groups(params: Mapping[str, Param]) -> None:
+    """The parameters that only make sense together."""
+    group = ("branch_layers", *BRANCH)
+    given = [key for key in group if key in params]
+    if given and len(given) != len(group):
+        raise ConfigError(
+            f"{', '.join(f'[params.{key}]' for key in group)} go together; give all of them or none "
+            f"(given: {', '.join(given)})"
+        )
+    optimizer = params["optimizer"]
+    if "weight_decay" in params and not (isinstance(optimizer, Choice) and optimizer.contains("adamw")):
+        raise ConfigError(
+            "[params.weight_decay] is drawn only for optimizer adamw, which [params.optimizer] does not "
+            'offer; add "adamw" to its choices or drop [params.weight_decay]'
+        )
 
 
 def _table(where: str, value: object) -> dict[str, Any]:
@@ -100,11 +142,12 @@ def _parse_param(name: str, table: dict[str, Any]) -> Param:
     rule = DOMAINS[name]
     kind, domain_rule = rule.kind, rule.text
     where = f"[params.{name}]"
+    categorical = kind in (str, bool)
     _check_keys(
-        where, table, {"choices"} if kind is str else {"choices", "low", "high", "step", "log"}, set()
+        where, table, {"choices"} if categorical else {"choices", "low", "high", "step", "log"}, set()
     )
     if "choices" not in table:
-        if kind is str:
+        if categorical:
             raise ConfigError(f"{where} needs choices = [...], from {domain_rule}")
         return _parse_range(name, table)
     if len(table) > 1:
@@ -124,10 +167,10 @@ def _value(name: str, key: str, raw: object) -> Value:
     """`raw` as parameter `name`'s type (TOML integers accepted for floats), checked against its domain."""
     rule = DOMAINS[name]
     ok_type = isinstance(raw, int | float) if rule.kind is float else isinstance(raw, rule.kind)
-    if isinstance(raw, bool) or not ok_type:
+    if (isinstance(raw, bool) and rule.kind is not bool) or not ok_type:
         raise ConfigError(f"[params.{name}] {key} = {raw!r} must be {rule.type_name}")
     assert isinstance(raw, int | float | str)
-    value = float(raw) if rule.kind is float else raw
+    value: Value = float(raw) if rule.kind is float else raw
     if not rule.test(value):
         raise ConfigError(f"[params.{name}] {key} = {raw!r} is not allowed: {name} must be {rule.text}")
     return value
@@ -135,7 +178,7 @@ def _value(name: str, key: str, raw: object) -> Value:
 
 def _number(name: str, table: dict[str, Any], key: str) -> float:
     value = _value(name, key, table[key])
-    assert not isinstance(value, str)  # str parameters take choices only
+    assert isinstance(value, int | float) and not isinstance(value, bool)  # others take choices only
     return value
 
 

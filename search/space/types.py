@@ -1,9 +1,5 @@
-"""The search space's types: a parameter is a `Choice` or a `Range`; a `Space` draws a head config from them.
-
-A trial draws `n_layers`, then `units_{i}`, `activation_{i}`, `dropout_{i}` for each layer i < n_layers
-(every layer from the same distributions, so multivariate TPE with `group=True` models the conditional
-space), then `learning_rate`, `batch_size`, `class_weight_strength` and `optimizer`.
-"""
+"""The search space's types: a parameter is a `Choice` or a `Range`; a `Space` draws a head config from
+them (in the order :mod:`search.space.draw` sets)."""
 
 from __future__ import annotations
 
@@ -14,20 +10,21 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from data.errors import ConfigError
-from model.head import RULES, HeadConfig, LayerSpec, Rule
+from model.head import MAX_BRANCH_LAYERS, RULES, HeadConfig, Rule
+from search.space.draw import OPTIONS, PER_LAYER, SINGLE, Value, assemble, replay
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
-PER_LAYER = ("units", "activation", "dropout")
-OPTIONS = ("learning_rate", "batch_size", "class_weight_strength", "optimizer")
-Value = int | float | str
-
-# Parameter -> the rule its values must satisfy: the head's own rules, and the space's layer count.
+# Parameter -> the rule its values must satisfy: the head's own rules, and the space's layer counts.
 DOMAINS: Mapping[str, Rule] = MappingProxyType(
     {
         "n_layers": Rule(int, "at least 1", lambda v: v >= 1),
-        **{key: RULES[key] for key in (*PER_LAYER, *OPTIONS)},
+        **{key: RULES[key] for key in (*PER_LAYER, *OPTIONS, "weight_decay", *SINGLE, "loss_weight")},
+        "branch_layers": Rule(int, f"in 0..{MAX_BRANCH_LAYERS}", lambda v: 0 <= v <= MAX_BRANCH_LAYERS),
+        "branch_units": RULES["units"],
+        "branch_activation": RULES["activation"],
+        "branch_dropout": RULES["dropout"],
     }
 )
 
@@ -115,20 +112,14 @@ class Space:
 
     def suggest(self, trial: BaseTrial) -> HeadConfig:
         """Draw a head config on `trial` (an `optuna.Trial`, or a `FixedTrial` for replay)."""
-        n_layers = int(self.params["n_layers"].suggest(trial, "n_layers"))
-        layers = tuple(
-            LayerSpec(**{key: self.params[key].suggest(trial, f"{key}_{i}") for key in PER_LAYER})  # type: ignore[arg-type]
-            for i in range(n_layers)
-        )
-        options = {key: self.params[key].suggest(trial, key) for key in OPTIONS}
-        return HeadConfig(layers=layers, **options)  # type: ignore[arg-type]
+        return assemble(self.params, lambda key, label: self.params[key].suggest(trial, label))
 
     def params_of(self, config: HeadConfig) -> dict[str, object]:
         """The Optuna params (for `study.enqueue_trial`) that make `suggest` return `config` exactly."""
         outside = values_outside(self.params, config)
         if outside:
             raise ConfigError(f"head config is outside space {self.name!r}: {'; '.join(outside)}")
-        return {label: value for label, _, value in _flatten(config)}
+        return {label: value for label, _, value in replay(self.params, config)[0]}
 
     def contains(self, config: HeadConfig) -> bool:
         """Whether `suggest` can return `config`."""
@@ -142,18 +133,20 @@ class Space:
         return self.points[name]
 
 
-def _flatten(config: HeadConfig) -> list[tuple[str, str, Value]]:
-    """(Optuna param name, space param, value) in the order `Space.suggest` draws them."""
-    triples: list[tuple[str, str, Value]] = [("n_layers", "n_layers", len(config.layers))]
-    for i, layer in enumerate(config.layers):
-        triples += [(f"{key}_{i}", key, getattr(layer, key)) for key in PER_LAYER]
-    return triples + [(key, key, getattr(config, key)) for key in OPTIONS]
-
-
 def values_outside(params: Mapping[str, Param], config: HeadConfig) -> list[str]:
-    """One line per value of `config` that its parameter cannot take."""
-    return [
+    """One line per value of `config` that its parameter cannot take, or that the space cannot draw."""
+    drawn, rebuilt = replay(params, config)
+    outside = [
         f"{label} = {value!r} is not {params[key].describe()}"
-        for label, key, value in _flatten(config)
+        for label, key, value in drawn
         if not params[key].contains(value)
     ]
+    if not outside and rebuilt != config:
+        assert rebuilt is not None
+        fixed = [
+            f"{name} = {getattr(config, name)!r} (the space gives {getattr(rebuilt, name)!r})"
+            for name in config.to_dict()
+            if getattr(config, name) != getattr(rebuilt, name)
+        ]
+        outside.append(f"the space cannot draw {', '.join(fixed)}")
+    return outside

@@ -12,7 +12,8 @@ import pytest
 
 from model.ensemble import Selection, ensemble_head, select_ensemble
 from model.export import join_model
-from model.head import HeadConfig, LayerSpec, build_head
+from model.head import HeadConfig, LayerSpec
+from model.network import build_head
 
 REPO = Path(__file__).resolve().parents[2]
 DIM = 16

@@ -16,8 +16,9 @@ from data.cache import Cache, open_cache
 from data.errors import CacheError, ConfigError
 from model.bases import resolve_base
 from model.export import CARD, ExportedModel, check_cache_matches, load_export, read_card
-from model.head import HeadConfig, LayerSpec, build_head
+from model.head import HeadConfig, LayerSpec
 from model.metrics import predicted_classes
+from model.network import build_head
 from model.predict import Predictor, class_probabilities, head_outputs, image_outputs
 from search.cli import main
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from model.fairness import group_metrics, worst_group_summary
+from model.metrics import group_metrics, worst_group_summary
 
 # Columns age, race, gender. Races present: White (0), Black (1), East Asian (3); the other four are absent.
 LABELS = np.array(

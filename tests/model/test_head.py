@@ -10,7 +10,9 @@ import tensorflow as tf
 
 from data.errors import ConfigError, DatasetError
 from data.labels import AGE
-from model.head import HeadConfig, LayerSpec, build_head, build_optimizer, class_weights, head_losses
+from model.fitting import build_optimizer, class_weights, head_losses
+from model.head import HeadConfig, LayerSpec
+from model.network import build_head
 from model.paper import PAPER_HEAD
 
 

@@ -9,11 +9,11 @@ from optuna.trial import TrialState
 from support import RunHpo, create_args
 
 from data.cache import open_cache
-from search.records import StudySettings
+from search.records import StudySettings, read_record
 from search.space import load_space
 from search.status import render_status, study_status, study_summaries
 from search.storage import open_storage, render_url
-from search.study import create_study, read_record
+from search.study import create_study
 
 
 def test_status_study_not_found_lists_studies(

@@ -14,7 +14,8 @@ from support import FIXTURE, RunHpo
 from data.cache import Cache, open_cache
 from data.labels import HEADS, VOCABULARIES
 from model.export import load_export
-from model.head import HeadConfig, LayerSpec, build_head
+from model.head import HeadConfig, LayerSpec
+from model.network import build_head
 from search.cli import main
 
 CONFIG = HeadConfig(layers=(LayerSpec(16, "relu", 0.0),))

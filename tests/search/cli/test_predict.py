@@ -14,7 +14,8 @@ from data.images import image_batches
 from data.labels import AGE, GENDER, RACE
 from model.bases import resolve_base
 from model.export import load_export
-from model.head import HeadConfig, LayerSpec, build_head
+from model.head import HeadConfig, LayerSpec
+from model.network import build_head
 
 CONFIG = HeadConfig(layers=(LayerSpec(16, "relu", 0.0),))
 FACES = ["val/1.jpg", "val/2.jpg", "val/3.jpg"]

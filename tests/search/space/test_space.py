@@ -183,8 +183,8 @@ def test_space_sha256_changes_with_a_range() -> None:
         ),
         (
             "format_version = 1",
-            "format_version = 2",
-            r"format_version = 2 is not supported; this hpo reads 1",
+            "format_version = 3",
+            r"format_version = 3 is not supported; this hpo reads 1 and 2",
         ),
         ("[params.optimizer]", "[params.momentum]", r"\[params\] has unknown key\(s\) \['momentum'\]"),
         ("step = 128", "step = 128\nstride = 2", r"\[params.units\] has unknown key\(s\) \['stride'\]"),

@@ -1,0 +1,91 @@
+"""`hpo export-best --ensemble K`: greedy selection over the study's stored heads, scored by its objective.
+
+The candidates are the feasible COMPLETE trials whose worker stored a head (each trial that ranked among
+``keep_heads`` best when it finished), best first. Selection with replacement (Caruana et al., ICML 2004)
+runs on the cache's validation split with the study's own objective, so the ensemble is judged by what
+the search maximised, on the split the search scored on; the test split stays untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from data.cache import Cache
+from search.artifacts import load_best_head
+from search.errors import StudyError
+from search.records import ARTIFACT_ATTR, StudyRecord
+
+if TYPE_CHECKING:
+    import keras
+
+    from model.head import HeadConfig
+
+
+@dataclass(frozen=True)
+class Member:
+    """One stored head of the ensemble."""
+
+    trial: FrozenTrial
+    model: keras.Model
+    config: HeadConfig
+    weight: float  # its share of the average (selection count / ensemble size)
+
+
+@dataclass(frozen=True)
+class EnsembleChoice:
+    """The heads greedy selection chose, and how it scored them."""
+
+    members: tuple[Member, ...]
+    candidates: int  # stored heads selection chose from
+    value: float  # the objective of the averaged outputs on validation
+
+
+def candidate_trials(study: optuna.Study, record: StudyRecord) -> list[FrozenTrial]:
+    """The feasible COMPLETE trials with a stored head, best (mean value) first, lowest number on ties."""
+    stored = [
+        trial
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if trial.user_attrs.get(ARTIFACT_ATTR) and record.settings.feasible(trial)
+    ]
+    return sorted(stored, key=lambda t: (-sum(t.values) / len(t.values), t.number))
+
+
+def select_stored_heads(
+    study: optuna.Study, record: StudyRecord, cache: Cache, artifact_dir: Path, size: int
+) -> EnsembleChoice:
+    """Greedy selection of ``size`` rounds over the study's stored heads, on the cache's val split."""
+    from model.ensemble import select_ensemble
+    from model.predict import head_outputs
+
+    trials = candidate_trials(study, record)[: record.settings.keep_heads]
+    if not trials:
+        raise StudyError(
+            f"study {study.study_name!r} has no stored head to build an ensemble from; run `hpo worker` "
+            "first."
+        )
+    loaded = [load_best_head(study, artifact_dir, trial.number) for trial in trials]
+    embeddings, labels = cache.embeddings("val"), cache.labels("val").astype(np.int64)
+    outputs = [head_outputs(model, embeddings) for model, _, _ in loaded]
+    selection = select_ensemble(outputs, lambda averaged: _objective(record, averaged, labels), size)
+    members = tuple(
+        Member(trial, model, config, weight)
+        for (model, config, trial), weight in zip(loaded, selection.weights, strict=True)
+        if weight > 0
+    )
+    return EnsembleChoice(members, candidates=len(trials), value=selection.score)
+
+
+def _objective(record: StudyRecord, outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> float:
+    # A Pareto study's ensemble is scored by the mean of its three values.
+    from model.metrics import predicted_classes, scores
+
+    metrics, _ = scores(labels, predicted_classes(outputs))
+    value = record.settings.goal.value(metrics)
+    return float(np.mean(value))
