@@ -22,6 +22,9 @@ from model.metrics import head_metrics
 
 OBJECTIVES = ("balanced_accuracy", "accuracy", "pareto")
 PRECISIONS = ("float32", "mixed")
+# Where an epoch's step may stop: after the batch draw, after the gradients, or after the update (a real
+# step). bench/search_train.py times the first two to split an epoch; training always runs to "update".
+STAGES = ("draw", "gradients", "update")
 
 Metrics = Mapping[str, Mapping[str, float]]
 EpochCallback = Callable[[int, dict[str, dict[str, float]]], None]
@@ -151,7 +154,7 @@ def train_head(
     best: tuple[float, int, dict[str, dict[str, float]], list[np.ndarray]] | None = None
     for epoch in range(epochs):
         head.run_epoch(tf.constant([seed, epoch], tf.int64))
-        metrics = _validation_metrics(head.forward, data)
+        metrics = validation_metrics(head.forward, data)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
         value = objective_value(metrics, rank)
@@ -175,12 +178,16 @@ def epoch_function(
     *,
     jit_compile: bool,
     xla_update: bool,
+    until: str = "update",
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """One epoch as a ``tf.function`` of a (2,) int64 seed, returning the mean batch loss.
 
     The seed fixes the epoch's shuffle and, per sample, which of the V views it is drawn from. Full batches
     run in a graph loop; a last partial batch is one more step of static shape (so XLA can compile both).
+    ``until`` (one of STAGES) cuts every step short after that stage, keeping its work (for timing).
     """
+    if until not in STAGES:
+        raise ConfigError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
     losses = head_losses(
         {
             head: class_weights(
@@ -206,12 +213,18 @@ def epoch_function(
 
     def step(rows: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
         labels = tf.gather(targets, rows)
+        inputs = tf.gather(flat, tf.gather(index, rows))
+        if until == "draw":
+            return _after([labels, inputs], tf.constant(0.0))
         with tf.GradientTape() as tape:
-            outputs = model(tf.gather(flat, tf.gather(index, rows)), training=True)
+            outputs = model(inputs, training=True)
             loss = tf.add_n(
                 [losses[head](labels[:, column], outputs[head]) for column, head in enumerate(HEADS)]
             )
-        update(tape.gradient(loss, variables))
+        gradients = tape.gradient(loss, variables)
+        if until == "gradients":
+            return _after(gradients, loss)
+        update(gradients)
         return loss
 
     @tf.function(jit_compile=jit_compile)
@@ -231,7 +244,17 @@ def epoch_function(
     return run_epoch
 
 
-def _validation_metrics(forward: Forward, data: TrainData) -> dict[str, dict[str, float]]:
+def _after(work: Sequence[tf.Tensor], value: tf.Tensor) -> tf.Tensor:
+    """``value`` plus 0 × one element of each of ``work``: keeps a cut step's work from being pruned.
+
+    A data dependency, because Grappler drops the backward pass behind mere control dependencies.
+    """
+    touched = tf.add_n([tf.cast(tf.reshape(tensor, [-1])[0], value.dtype) for tensor in work])
+    return value + 0.0 * touched
+
+
+def validation_metrics(forward: Forward, data: TrainData) -> dict[str, dict[str, float]]:
+    """Per-head metrics of one forward pass over the whole validation split."""
     outputs = {head: value.numpy() for head, value in forward(data.val_embeddings).items()}
     predicted = {
         "age": np.argmax(outputs["age"], axis=1),
@@ -245,9 +268,17 @@ def _validation_metrics(forward: Forward, data: TrainData) -> dict[str, dict[str
 
 
 def compile_head(
-    config: HeadConfig, data: TrainData, *, seed: int, options: TrainOptions | None = None
+    config: HeadConfig,
+    data: TrainData,
+    *,
+    seed: int,
+    options: TrainOptions | None = None,
+    until: str = "update",
 ) -> CompiledHead:
-    """A fresh head for ``config`` (Keras' global RNGs seeded with ``seed``) with its compiled epoch."""
+    """A fresh head for ``config`` (Keras' global RNGs seeded with ``seed``) with its compiled epoch.
+
+    ``until`` cuts the epoch's steps short (see `epoch_function`); only "update" trains.
+    """
     options = (options or TrainOptions()).resolved()
     keras.utils.set_random_seed(seed)
     previous = keras.config.dtype_policy()
@@ -268,6 +299,7 @@ def compile_head(
             data,
             jit_compile=bool(options.jit_compile),
             xla_update=bool(options.xla_update),
+            until=until,
         ),
         forward=tf.function(lambda embeddings: model(embeddings, training=False)),
     )
