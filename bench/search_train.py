@@ -25,6 +25,8 @@ two measurements is each ratio's reference.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import os
 import platform
 import time
@@ -72,17 +74,27 @@ def naive_fit_seconds(data: TrainData) -> tuple[float, float]:
     return timed(lambda: model.fit(x, y, batch_size=256, epochs=1, verbose=0, shuffle=True))
 
 
+PREVIOUS = TrainOptions(fast_dropout=False, fused_update=False)  # the default before issue 13
+
+
 def variants(args: argparse.Namespace) -> list[tuple[TrainOptions, int]]:
-    """(options, rows) of each variant of (a): the default on all rows first."""
-    default = TrainOptions().resolved()
-    others = [
-        TrainOptions(jit_compile=jit, xla_update=update, precision=precision)
-        for jit, update in ((False, True), (False, False), (True, True))
-        for precision in ("mixed", "float32")
+    """(options, rows) of each variant of (a): today's and the previous default on all rows first."""
+    chosen = [TrainOptions(), PREVIOUS]
+    if args.variants == "all":
+        chosen += [
+            TrainOptions(fused_update=False),  # fast dropout, XLA update
+            TrainOptions(fast_dropout=False),  # Keras dropout, fused Adam
+            TrainOptions(fast_dropout=False, fused_update=False, xla_update=False),  # as Keras does it
+            TrainOptions(precision="float32"),
+            dataclasses.replace(PREVIOUS, precision="float32"),
+            TrainOptions(jit_compile=True),
+            TrainOptions(jit_compile=True, precision="float32"),
+        ]
+    resolved = [options.resolved() for options in chosen]
+    rows = [args.samples] * 2 + [
+        args.xla_samples if o.jit_compile else args.variant_samples for o in resolved[2:]
     ]
-    rows = {False: args.variant_samples, True: args.xla_samples}
-    chosen = [(o, rows[bool(o.jit_compile)]) for o in others if o != default and args.variants == "all"]
-    return [(default, args.samples), *chosen]
+    return list(zip(resolved, rows, strict=True))
 
 
 def bench_a(args: argparse.Namespace) -> list[Variant]:
@@ -109,6 +121,11 @@ def report_a(results: list[Variant], peaks: Peaks) -> list[str]:
     """Per variant: FLOP/s ÷ the float32 matmul peak, and its training roofline ÷ its epoch time."""
     matmul = peaks.matmul["float32"]
     lines = ["(a) ratios: FLOP/s ÷ float32 matmul peak | training roofline ÷ epoch time, wall and per CPU-s"]
+    _, _, _, previous_wall, previous_cpu = results[1]
+    lines.append(
+        f"  default ÷ previous default, same N: {results[0][3] / previous_wall:.3f} of the wall time, "
+        f"{results[0][4] / previous_cpu:.3f} of the CPU-s"
+    )
     for options, rows, _, wall, cpu in results:
         flops = step_cost(PAPER_HEAD, DIM, rows, "mixed").flops  # a batch of N: the epoch's
         roof = [
@@ -125,12 +142,13 @@ def report_a(results: list[Variant], peaks: Peaks) -> list[str]:
 
 
 def bench_r(args: argparse.Namespace) -> list[HeadTiming]:
-    """Part (r): every timed head's epoch split on the same synthetic data."""
+    """Part (r): every timed head's epoch split on the same synthetic data, per path, head by head."""
     data = synthetic_data(args.samples, DIM, args.val_samples)
-    options = TrainOptions().resolved()
+    paths = {"default": TrainOptions().resolved(), "previous": PREVIOUS.resolved()}
     timings = []
-    for label, config in timed_heads():
-        timing = time_head(label, config, data, options, args.rounds)
+    for (name, config), path in itertools.product(timed_heads(), args.r_paths.split(",")):
+        label = name if path == "default" else f"{name} [prev]"
+        timing = time_head(label, config, data, paths[path], args.rounds)
         timings.append(timing)
         parts = ", ".join(
             f"{name} {wall:.2f} s/{cpu:.2f} CPU-s" for name, (wall, cpu) in timing.parts.items()
@@ -140,9 +158,12 @@ def bench_r(args: argparse.Namespace) -> list[HeadTiming]:
 
 
 def _name(options: TrainOptions) -> str:
-    xla = "epoch" if options.jit_compile else "update" if options.xla_update else "none"
-    default = "  <- default" if options == TrainOptions().resolved() else ""
-    return f"{options.precision:7s} xla={xla:6s}{default}"
+    update = "fused" if options.fused_update else "xla" if options.xla_update else "keras"
+    dropout = "fast" if options.fast_dropout else "keras"
+    epoch = " whole-epoch XLA" if options.jit_compile else ""
+    mark = "  <- default" if options == TrainOptions().resolved() else ""
+    mark = "  <- previous default" if options == PREVIOUS.resolved() else mark
+    return f"{options.precision:7s} update={update:5s} dropout={dropout:5s}{epoch}{mark}"
 
 
 def paper_epoch_seconds(
@@ -244,6 +265,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--variants", choices=("all", "default"), default="all", help="variants of (a)")
     parser.add_argument("--parts", default="r,a,b", help="comma-separated parts to run: r, a, b")
+    parser.add_argument(
+        "--r-paths", default="default", help="(r)'s paths: default, previous (the default before issue 13)"
+    )
     parser.add_argument("--quick", action="store_true", help="few rows and images, small peaks: a smoke test")
     args = parser.parse_args()
     if args.quick:

@@ -92,7 +92,7 @@ def report(timings: list[HeadTiming], peaks: Peaks, rows: int, val_rows: int, pr
     lines = [
         f"(r) epoch of {rows} train + {val_rows} val rows ({precision}) vs its roofline; "
         "ratio = roofline ÷ measured (1 = at the roofline); bound = a step's bytes time ÷ its FLOP time",
-        f"  {'head':18s} {'params':>6s} {'bound':>5s} {'epoch s':>8s} {'roof s':>7s} {'ratio':>6s} "
+        f"  {'head':24s} {'params':>6s} {'bound':>5s} {'epoch s':>8s} {'roof s':>7s} {'ratio':>6s} "
         f"{'epoch CPU-s':>11s} {'roof CPU-s':>10s} {'ratio':>6s} {'first call s':>12s}",
     ]
     for t in timings:
@@ -104,18 +104,18 @@ def report(timings: list[HeadTiming], peaks: Peaks, rows: int, val_rows: int, pr
         )
         wall, cpu = t.seconds("epoch", False), t.seconds("epoch", True)
         lines.append(
-            f"  {t.label:18s} {parameters(t.config, DIM) / 1e6:5.2f}M {bound:5.2f} {wall:8.2f} "
+            f"  {t.label:24s} {parameters(t.config, DIM) / 1e6:5.2f}M {bound:5.2f} {wall:8.2f} "
             f"{wall_roof:7.2f} {wall_roof / wall:6.3f} {cpu:11.2f} {cpu_roof:10.2f} "
             f"{cpu_roof / cpu:6.3f} {t.first_call:12.2f}"
         )
     lines.append(
         "  split, % of the epoch's CPU-s (% of its wall); last column: validation's share of the roofline"
     )
-    lines.append(f"  {'head':18s} " + " ".join(f"{name:>18s}" for name in SPLIT) + f" {'val roof':>8s}")
+    lines.append(f"  {'head':24s} " + " ".join(f"{name:>18s}" for name in SPLIT) + f" {'val roof':>8s}")
     for t in timings:
         shares = " ".join(f"{_share(t, p, True):10.1f} ({_share(t, p, False):5.1f})" for p in SPLIT)
         roof = epoch_roofline(t.config, DIM, rows, val_rows, precision, peaks, cpu=True)
-        lines.append(f"  {t.label:18s} {shares} {100 * roof['validation'] / roof['epoch']:7.1f}%")
+        lines.append(f"  {t.label:24s} {shares} {100 * roof['validation'] / roof['epoch']:7.1f}%")
     return lines
 
 

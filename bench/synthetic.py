@@ -22,7 +22,15 @@ SIGNAL = 0.05  # centroid scale: distances of 0.05·√(2·512) ≈ 1.6 noise de
 
 
 def synthetic_data(samples: int, dim: int, val_samples: int = 512, seed: int = 0) -> TrainData:
-    """``samples`` train and ``val_samples`` val rows (one view) drawn the same way."""
+    """``samples`` train and ``val_samples`` val rows (one view) drawn the same way, as device tensors."""
+    x, labels, val_x, val_labels = synthetic_arrays(samples, dim, val_samples, seed)
+    return TrainData.from_arrays(x[None], labels, val_x, val_labels)
+
+
+def synthetic_arrays(
+    samples: int, dim: int, val_samples: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train x, train labels, val x, val labels): float32 rows and (rows, 3) int8 labels."""
     rng = np.random.default_rng(seed)
     centroids = [SIGNAL * rng.standard_normal((len(counts), dim)) for counts in TRAIN_COUNTS.values()]
 
@@ -35,6 +43,4 @@ def synthetic_data(samples: int, dim: int, val_samples: int = 512, seed: int = 0
             x += centre[labels[:, column]].astype(np.float32)
         return x, labels.astype(np.int8)
 
-    x, labels = draw(samples)
-    val_x, val_labels = draw(val_samples)
-    return TrainData.from_arrays(x[None], labels, val_x, val_labels)
+    return *draw(samples), *draw(val_samples)

@@ -19,6 +19,7 @@ from data.errors import CacheError, ConfigError
 from data.labels import HEADS, VOCABULARIES
 from model.head import HeadConfig, build_head, build_optimizer, class_weights, head_losses
 from model.metrics import head_metrics
+from model.train_kernels import TrainingForward, fused_adam, training_forward
 
 OBJECTIVES = ("balanced_accuracy", "accuracy", "pareto")
 PRECISIONS = ("float32", "mixed")
@@ -38,6 +39,8 @@ class TrainOptions:
     jit_compile: bool | None = None  # XLA for the whole epoch; auto: on with a GPU, off on CPU (11x slower)
     xla_update: bool | None = None  # XLA for the optimizer update alone; auto: on (moot under jit_compile)
     precision: str | None = None  # "float32" | "mixed" (bfloat16 compute, float32 weights); auto: mixed
+    fast_dropout: bool | None = None  # masks from 16-bit random slices (model.train_kernels); auto: on
+    fused_update: bool | None = None  # plain Adam as ResourceApplyAdam, before xla_update; auto: on
 
     def resolved(self) -> TrainOptions:
         """The options with every None replaced by the default for the device in use."""
@@ -45,8 +48,17 @@ class TrainOptions:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         gpu = bool(tf.config.list_logical_devices("GPU"))
         jit = gpu if self.jit_compile is None else self.jit_compile
-        update = True if self.xla_update is None else self.xla_update
-        return TrainOptions(jit_compile=jit, xla_update=update, precision=self.precision or "mixed")
+        return TrainOptions(
+            jit_compile=jit,
+            xla_update=_default(self.xla_update, True),
+            precision=self.precision or "mixed",
+            fast_dropout=_default(self.fast_dropout, True),
+            fused_update=_default(self.fused_update, True),
+        )
+
+
+def _default(value: bool | None, default: bool) -> bool:
+    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -176,8 +188,7 @@ def epoch_function(
     config: HeadConfig,
     data: TrainData,
     *,
-    jit_compile: bool,
-    xla_update: bool,
+    options: TrainOptions,
     until: str = "update",
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """One epoch as a ``tf.function`` of a (2,) int64 seed, returning the mean batch loss.
@@ -203,21 +214,16 @@ def epoch_function(
         flat = tf.reshape(data.views, [views * count, dim])
         targets = tf.constant(data.train_labels, tf.int32)
     variables = model.trainable_variables
+    forward = training_forward(model) if options.fast_dropout else _keras_forward(model)
+    update = _update_function(optimizer, variables, options)
 
-    def apply(gradients: list[tf.Tensor]) -> None:
-        optimizer.apply(gradients, variables)
-
-    # XLA fuses the optimizer's many elementwise passes over every weight into one; on CPU that alone
-    # is worth 11-18 % of an epoch while the matmuls stay on oneDNN (bench/README.md).
-    update = tf.function(apply, jit_compile=True) if xla_update else apply
-
-    def step(rows: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    def step(rows: tf.Tensor, index: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         labels = tf.gather(targets, rows)
         inputs = tf.gather(flat, tf.gather(index, rows))
         if until == "draw":
             return _after([labels, inputs], tf.constant(0.0))
         with tf.GradientTape() as tape:
-            outputs = model(inputs, training=True)
+            outputs = forward(inputs, seed)
             loss = tf.add_n(
                 [losses[head](labels[:, column], outputs[head]) for column, head in enumerate(HEADS)]
             )
@@ -227,21 +233,48 @@ def epoch_function(
         update(gradients)
         return loss
 
-    @tf.function(jit_compile=jit_compile)
+    @tf.function(jit_compile=bool(options.jit_compile))
     def run_epoch(seed: tf.Tensor) -> tf.Tensor:
         shuffle_seed, view_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        mask_seed = tf.random.experimental.stateless_fold_in(seed, 3)  # fast_dropout's, per step below
         order = tf.argsort(tf.random.stateless_uniform([count], shuffle_seed))
         chosen = tf.random.stateless_uniform([count], view_seed, minval=0, maxval=views, dtype=tf.int32)
         index = chosen * count + tf.range(count)  # row of `flat` holding each sample's drawn view
         batches = tf.reshape(order[: full * batch], [full, batch])
         total = tf.constant(0.0)
         for number in tf.range(full):
-            total += step(batches[number], index)
+            total += step(batches[number], index, _fold(mask_seed, number))
         if rest:
-            total += step(order[full * batch :], index)
+            total += step(order[full * batch :], index, _fold(mask_seed, full))
         return total / (full + (1 if rest else 0))
 
     return run_epoch
+
+
+def _fold(seed: tf.Tensor, number: tf.Tensor | int) -> tf.Tensor:
+    return tf.random.experimental.stateless_fold_in(seed, number)
+
+
+def _keras_forward(model: keras.Model) -> TrainingForward:
+    def forward(inputs: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        return model(inputs, training=True)  # Keras' Dropout draws its masks from its own seed state
+
+    return forward
+
+
+def _update_function(
+    optimizer: keras.optimizers.Optimizer, variables: list[keras.Variable], options: TrainOptions
+) -> Callable[[list[tf.Tensor]], None]:
+    fused = fused_adam(optimizer, variables) if options.fused_update else None
+    if fused is not None:
+        return fused
+
+    def apply(gradients: list[tf.Tensor]) -> None:
+        optimizer.apply(gradients, variables)
+
+    # XLA fuses the optimizer's many elementwise passes over every weight into one while the matmuls
+    # stay on oneDNN (bench/README.md).
+    return tf.function(apply, jit_compile=True) if options.xla_update else apply
 
 
 def _after(work: Sequence[tf.Tensor], value: tf.Tensor) -> tf.Tensor:
@@ -297,8 +330,7 @@ def compile_head(
             optimizer,
             config,
             data,
-            jit_compile=bool(options.jit_compile),
-            xla_update=bool(options.xla_update),
+            options=options,
             until=until,
         ),
         forward=tf.function(lambda embeddings: model(embeddings, training=False)),
