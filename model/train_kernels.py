@@ -1,10 +1,13 @@
-"""Cheaper kernels for a head's training step, measured by bench/search_train.py (issue 13).
+"""The forward and update functions of a head's training step, and their cheaper kernels (issue 13).
+
+`keras_forward` and Keras' optimizer (`update_function`, optionally under XLA) are the plain path;
+bench/search_train.py measured these two faster on CPU and `search.train` uses them by default:
 
 - `training_forward`: the head's forward pass in training mode with Dropout masks made from 16-bit
   slices of uint32 random words. Keras' Dropout draws a bfloat16 uniform per activation, which cost
   more than the forward matmuls; the same keep probability from half as many generator words, without
-  the float conversion, costs about a third. Every other layer is the model's own, called as the model
-  calls it, and the exported model still holds Keras' Dropout layers.
+  the float conversion, costs 0.43 of that (CPU-s, the paper head's five masks at batch 256). Every
+  other layer is the model's own, called as the model calls it; the exported model keeps Keras' Dropout.
 - `fused_adam`: plain Keras Adam as TensorFlow's ResourceApplyAdam, one multithreaded kernel per weight
   with Keras' arithmetic (m += (g - m)(1 - β₁), v += (g² - v)(1 - β₂), θ -= α m / (√v + ε)); each
   weight's update can start as soon as its gradient exists.
@@ -48,6 +51,15 @@ def training_forward(model: keras.Model) -> TrainingForward:
     return forward
 
 
+def keras_forward(model: keras.Model) -> TrainingForward:
+    """``(inputs, seed) -> outputs``: the model's own call in training mode (``seed`` unused)."""
+
+    def forward(inputs: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        return model(inputs, training=True)  # Keras' Dropout draws its masks from its own seed state
+
+    return forward
+
+
 def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
     """``x`` with each element zeroed with probability ``rate`` (to 2⁻¹⁶), the rest scaled by 1/(1 - rate)."""
     if rate <= 0.0:
@@ -58,6 +70,22 @@ def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
     keep = tf.reshape(halves, tf.shape(x)) >= tf.constant(round(rate * 65536), tf.uint16)
     scale = tf.where(keep, tf.constant(1.0 / (1.0 - rate), x.dtype), tf.zeros([], x.dtype))
     return x * scale
+
+
+def update_function(
+    optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Variable], *, fused: bool, xla: bool
+) -> Update:
+    """The step's update: `fused_adam` when ``fused`` and it applies, else Keras' (under XLA if ``xla``)."""
+    update = fused_adam(optimizer, variables) if fused else None
+    if update is not None:
+        return update
+
+    def apply(gradients: list[tf.Tensor]) -> None:
+        optimizer.apply(gradients, variables)
+
+    # XLA fuses the optimizer's many elementwise passes over every weight into one while the matmuls
+    # stay on oneDNN (bench/README.md).
+    return tf.function(apply, jit_compile=True) if xla else apply
 
 
 def fused_adam(optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Variable]) -> Update | None:

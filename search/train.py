@@ -19,7 +19,7 @@ from data.errors import CacheError, ConfigError
 from data.labels import HEADS, VOCABULARIES
 from model.head import HeadConfig, build_head, build_optimizer, class_weights, head_losses
 from model.metrics import head_metrics
-from model.train_kernels import TrainingForward, fused_adam, training_forward
+from model.train_kernels import keras_forward, training_forward, update_function
 
 OBJECTIVES = ("balanced_accuracy", "accuracy", "pareto")
 PRECISIONS = ("float32", "mixed")
@@ -40,7 +40,7 @@ class TrainOptions:
     xla_update: bool | None = None  # XLA for the optimizer update alone; auto: on (moot under jit_compile)
     precision: str | None = None  # "float32" | "mixed" (bfloat16 compute, float32 weights); auto: mixed
     fast_dropout: bool | None = None  # masks from 16-bit random slices (model.train_kernels); auto: on
-    fused_update: bool | None = None  # plain Adam as ResourceApplyAdam, before xla_update; auto: on
+    fused_update: bool | None = None  # plain Adam as ResourceApplyAdam (others: xla_update); auto: on
 
     def resolved(self) -> TrainOptions:
         """The options with every None replaced by the default for the device in use."""
@@ -214,8 +214,10 @@ def epoch_function(
         flat = tf.reshape(data.views, [views * count, dim])
         targets = tf.constant(data.train_labels, tf.int32)
     variables = model.trainable_variables
-    forward = training_forward(model) if options.fast_dropout else _keras_forward(model)
-    update = _update_function(optimizer, variables, options)
+    forward = training_forward(model) if options.fast_dropout else keras_forward(model)
+    update = update_function(
+        optimizer, variables, fused=bool(options.fused_update), xla=bool(options.xla_update)
+    )
 
     def step(rows: tf.Tensor, index: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         labels = tf.gather(targets, rows)
@@ -253,28 +255,6 @@ def epoch_function(
 
 def _fold(seed: tf.Tensor, number: tf.Tensor | int) -> tf.Tensor:
     return tf.random.experimental.stateless_fold_in(seed, number)
-
-
-def _keras_forward(model: keras.Model) -> TrainingForward:
-    def forward(inputs: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        return model(inputs, training=True)  # Keras' Dropout draws its masks from its own seed state
-
-    return forward
-
-
-def _update_function(
-    optimizer: keras.optimizers.Optimizer, variables: list[keras.Variable], options: TrainOptions
-) -> Callable[[list[tf.Tensor]], None]:
-    fused = fused_adam(optimizer, variables) if options.fused_update else None
-    if fused is not None:
-        return fused
-
-    def apply(gradients: list[tf.Tensor]) -> None:
-        optimizer.apply(gradients, variables)
-
-    # XLA fuses the optimizer's many elementwise passes over every weight into one while the matmuls
-    # stay on oneDNN (bench/README.md).
-    return tf.function(apply, jit_compile=True) if options.xla_update else apply
 
 
 def _after(work: Sequence[tf.Tensor], value: tf.Tensor) -> tf.Tensor:
