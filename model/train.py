@@ -14,13 +14,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from data.cache import Cache
-from data.errors import CacheError, ConfigError
+from data.errors import ConfigError
 from data.labels import HEADS, VOCABULARIES
 from model.head import HeadConfig, build_head, build_optimizer, class_weights, head_losses
 from model.metrics import METRICS, head_metrics, mean_metric, predicted_classes
+from model.train_data import TrainData, device
+from model.train_kernels import keras_forward, training_forward, update_function
 
 PRECISIONS = ("float32", "mixed")
+# Where an epoch's step may stop: after the batch draw, after the gradients, or after the update (a real
+# step). bench/search_train.py times the first two to split an epoch; training always runs to "update".
+STAGES = ("draw", "gradients", "update")
 
 EpochCallback = Callable[[int, dict[str, dict[str, float]]], None]
 Forward = Callable[[tf.Tensor], dict[str, tf.Tensor]]
@@ -33,6 +37,8 @@ class TrainOptions:
     jit_compile: bool | None = None  # XLA for the whole epoch; auto: on with a GPU, off on CPU (11x slower)
     xla_update: bool | None = None  # XLA for the optimizer update alone; auto: on (moot under jit_compile)
     precision: str | None = None  # "float32" | "mixed" (bfloat16 compute, float32 weights); auto: mixed
+    fast_dropout: bool | None = None  # masks from 16-bit random slices (model.train_kernels); auto: on
+    fused_update: bool | None = None  # plain Adam as ResourceApplyAdam (others: xla_update); auto: on
 
     def resolved(self) -> TrainOptions:
         """The options with every None replaced by the default for the device in use."""
@@ -40,57 +46,17 @@ class TrainOptions:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         gpu = bool(tf.config.list_logical_devices("GPU"))
         jit = gpu if self.jit_compile is None else self.jit_compile
-        update = True if self.xla_update is None else self.xla_update
-        return TrainOptions(jit_compile=jit, xla_update=update, precision=self.precision or "mixed")
+        return TrainOptions(
+            jit_compile=jit,
+            xla_update=_default(self.xla_update, True),
+            precision=self.precision or "mixed",
+            fast_dropout=_default(self.fast_dropout, True),
+            fused_update=_default(self.fused_update, True),
+        )
 
 
-@dataclass(frozen=True)
-class TrainData:
-    """A cache's train views and val embeddings as device tensors, built once per worker."""
-
-    views: tf.Tensor  # (V, N, D) float32, view 0 clean, views 1.. augmented
-    train_labels: np.ndarray  # (N, 3) int8, columns in HEADS order
-    val_embeddings: tf.Tensor  # (M, D) float32
-    val_labels: np.ndarray  # (M, 3) int8
-
-    @classmethod
-    def from_arrays(
-        cls,
-        views: np.ndarray | Sequence[np.ndarray],
-        train_labels: np.ndarray,
-        val_embeddings: np.ndarray,
-        val_labels: np.ndarray,
-    ) -> TrainData:
-        """From in-memory arrays: ``views`` (V, N, D) or a sequence of V (N, D) arrays."""
-        stacked = views if isinstance(views, np.ndarray) else np.stack(views)
-        _check_shapes(stacked, train_labels, val_embeddings, val_labels)
-        with tf.device(_device()):
-            return cls(
-                views=tf.identity(tf.constant(stacked, tf.float32)),
-                train_labels=np.asarray(train_labels, np.int8),
-                val_embeddings=tf.identity(tf.constant(val_embeddings, tf.float32)),
-                val_labels=np.asarray(val_labels, np.int8),
-            )
-
-    @classmethod
-    def from_cache(cls, cache: Cache) -> TrainData:
-        """The cache's ``train`` split (all views) and ``val`` split (clean view), loaded once."""
-        for split in ("train", "val"):
-            if split not in cache.splits or cache.manifest["splits"][split]["count"] == 0:
-                raise CacheError(
-                    f"the cache at {cache.path} has no {split!r} embeddings (splits: {cache.splits}); "
-                    "run `hpo embed` with the train and val splits."
-                )
-        count = cache.views("train")
-        views = np.empty((count, *cache.embeddings("train").shape), np.float32)
-        for view in range(count):
-            views[view] = cache.embeddings("train", view)
-        return cls.from_arrays(views, cache.labels("train"), cache.embeddings("val"), cache.labels("val"))
-
-    @property
-    def dim(self) -> int:
-        """Embedding width D."""
-        return int(self.views.shape[2])
+def _default(value: bool | None, default: bool) -> bool:
+    return default if value is None else value
 
 
 @dataclass
@@ -139,7 +105,7 @@ def train_head(
     best: tuple[float, int, dict[str, dict[str, float]], list[np.ndarray]] | None = None
     for epoch in range(epochs):
         head.run_epoch(tf.constant([seed, epoch], tf.int64))
-        metrics = _validation_metrics(head.forward, data)
+        metrics = validation_metrics(head.forward, data)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
         value = mean_metric(metrics, rank_by)
@@ -160,14 +126,17 @@ def epoch_function(
     config: HeadConfig,
     data: TrainData,
     *,
-    jit_compile: bool,
-    xla_update: bool,
+    options: TrainOptions,
+    until: str = "update",
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """One epoch as a ``tf.function`` of a (2,) int64 seed, returning the mean batch loss.
 
     The seed fixes the epoch's shuffle and, per sample, which of the V views it is drawn from. Full batches
     run in a graph loop; a last partial batch is one more step of static shape (so XLA can compile both).
+    ``until`` (one of STAGES) cuts every step short after that stage, keeping its work (for timing).
     """
+    if until not in STAGES:
+        raise ConfigError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
     losses = head_losses(
         {
             head: class_weights(
@@ -179,46 +148,64 @@ def epoch_function(
     views, count, dim = (int(size) for size in data.views.shape)
     batch = min(config.batch_size, count)
     full, rest = divmod(count, batch)
-    with tf.device(_device()):
+    with tf.device(device()):
         flat = tf.reshape(data.views, [views * count, dim])
         targets = tf.constant(data.train_labels, tf.int32)
     variables = model.trainable_variables
+    forward = training_forward(model) if options.fast_dropout else keras_forward(model)
+    update = update_function(
+        optimizer, variables, fused=bool(options.fused_update), xla=bool(options.xla_update)
+    )
 
-    def apply(gradients: list[tf.Tensor]) -> None:
-        optimizer.apply(gradients, variables)
-
-    # XLA fuses the optimizer's many elementwise passes over every weight into one; on CPU that alone
-    # is worth 11-18 % of an epoch while the matmuls stay on oneDNN (bench/README.md).
-    update = tf.function(apply, jit_compile=True) if xla_update else apply
-
-    def step(rows: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    def step(rows: tf.Tensor, index: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         labels = tf.gather(targets, rows)
+        inputs = tf.gather(flat, tf.gather(index, rows))
+        if until == "draw":
+            return _after([labels, inputs], tf.constant(0.0))
         with tf.GradientTape() as tape:
-            outputs = model(tf.gather(flat, tf.gather(index, rows)), training=True)
+            outputs = forward(inputs, seed)
             loss = tf.add_n(
                 [losses[head](labels[:, column], outputs[head]) for column, head in enumerate(HEADS)]
             )
-        update(tape.gradient(loss, variables))
+        gradients = tape.gradient(loss, variables)
+        if until == "gradients":
+            return _after(gradients, loss)
+        update(gradients)
         return loss
 
-    @tf.function(jit_compile=jit_compile)
+    @tf.function(jit_compile=bool(options.jit_compile))
     def run_epoch(seed: tf.Tensor) -> tf.Tensor:
         shuffle_seed, view_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        mask_seed = tf.random.experimental.stateless_fold_in(seed, 3)  # fast_dropout's, per step below
         order = tf.argsort(tf.random.stateless_uniform([count], shuffle_seed))
         chosen = tf.random.stateless_uniform([count], view_seed, minval=0, maxval=views, dtype=tf.int32)
         index = chosen * count + tf.range(count)  # row of `flat` holding each sample's drawn view
         batches = tf.reshape(order[: full * batch], [full, batch])
         total = tf.constant(0.0)
         for number in tf.range(full):
-            total += step(batches[number], index)
+            total += step(batches[number], index, _fold(mask_seed, number))
         if rest:
-            total += step(order[full * batch :], index)
+            total += step(order[full * batch :], index, _fold(mask_seed, full))
         return total / (full + (1 if rest else 0))
 
     return run_epoch
 
 
-def _validation_metrics(forward: Forward, data: TrainData) -> dict[str, dict[str, float]]:
+def _fold(seed: tf.Tensor, number: tf.Tensor | int) -> tf.Tensor:
+    return tf.random.experimental.stateless_fold_in(seed, number)
+
+
+def _after(work: Sequence[tf.Tensor], value: tf.Tensor) -> tf.Tensor:
+    """``value`` plus 0 × one element of each of ``work``: keeps a cut step's work from being pruned.
+
+    A data dependency, because Grappler drops the backward pass behind mere control dependencies.
+    """
+    touched = tf.add_n([tf.cast(tf.reshape(tensor, [-1])[0], value.dtype) for tensor in work])
+    return value + 0.0 * touched
+
+
+def validation_metrics(forward: Forward, data: TrainData) -> dict[str, dict[str, float]]:
+    """Per-head metrics of one forward pass over the whole validation split."""
     predicted = predicted_classes(
         {head: value.numpy() for head, value in forward(data.val_embeddings).items()}
     )
@@ -229,15 +216,23 @@ def _validation_metrics(forward: Forward, data: TrainData) -> dict[str, dict[str
 
 
 def compile_head(
-    config: HeadConfig, data: TrainData, *, seed: int, options: TrainOptions | None = None
+    config: HeadConfig,
+    data: TrainData,
+    *,
+    seed: int,
+    options: TrainOptions | None = None,
+    until: str = "update",
 ) -> CompiledHead:
-    """A fresh head for ``config`` (Keras' global RNGs seeded with ``seed``) with its compiled epoch."""
+    """A fresh head for ``config`` (Keras' global RNGs seeded with ``seed``) with its compiled epoch.
+
+    ``until`` cuts the epoch's steps short (see `epoch_function`); only "update" trains.
+    """
     options = (options or TrainOptions()).resolved()
     keras.utils.set_random_seed(seed)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16" if options.precision == "mixed" else "float32")
     try:
-        with tf.device(_device()):
+        with tf.device(device()):
             model = build_head(config, data.dim)
             optimizer = build_optimizer(config)
             optimizer.build(model.trainable_variables)
@@ -250,30 +245,8 @@ def compile_head(
             optimizer,
             config,
             data,
-            jit_compile=bool(options.jit_compile),
-            xla_update=bool(options.xla_update),
+            options=options,
+            until=until,
         ),
         forward=tf.function(lambda embeddings: model(embeddings, training=False)),
     )
-
-
-def _device() -> str:
-    return "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
-
-
-def _check_shapes(
-    views: np.ndarray, train_labels: np.ndarray, val_embeddings: np.ndarray, val_labels: np.ndarray
-) -> None:
-    problems = []
-    if views.ndim != 3 or 0 in views.shape:
-        problems.append(f"views must be (V, N, D) with V, N, D > 0, got {views.shape}")
-    elif train_labels.shape != (views.shape[1], len(HEADS)):
-        problems.append(f"train_labels must be ({views.shape[1]}, 3), got {train_labels.shape}")
-    if val_embeddings.ndim != 2 or val_embeddings.shape[0] == 0 or val_embeddings.shape[1] != views.shape[-1]:
-        problems.append(
-            f"val_embeddings must be (M, {views.shape[-1]}) with M > 0, got {val_embeddings.shape}"
-        )
-    elif val_labels.shape != (val_embeddings.shape[0], len(HEADS)):
-        problems.append(f"val_labels must be ({val_embeddings.shape[0]}, 3), got {val_labels.shape}")
-    if problems:
-        raise ValueError("; ".join(problems) + ".")

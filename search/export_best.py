@@ -151,7 +151,8 @@ def retrain_head(trial: FrozenTrial, cache: Cache, record: StudyRecord) -> Chose
 
     The arguments are exactly those `search.objective.TrialRunner` passes, so on CPU the head is the same.
     """
-    from model.train import TrainData, train_head
+    from model.train import train_head
+    from model.train_data import TrainData
 
     config = trial_config(trial)
     result = train_head(

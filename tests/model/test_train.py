@@ -13,10 +13,12 @@ from data.errors import CacheError, ConfigError
 from data.labels import HEADS, VOCABULARIES
 from model.head import HeadConfig, LayerSpec
 from model.metrics import head_metrics, mean_metric
-from model.train import TrainData, TrainOptions, TrainResult, train_head
+from model.train import TrainOptions, TrainResult, train_head
+from model.train_data import TrainData
 
 DIM = 32
 HEAD = HeadConfig(layers=(LayerSpec(32, "relu", 0.0),), learning_rate=1e-2, batch_size=32)
+DROPOUT_HEAD = HeadConfig(layers=(LayerSpec(64, "relu", 0.2),), learning_rate=1e-2, batch_size=32)
 FLOAT32 = TrainOptions(jit_compile=False, precision="float32")
 Run = tuple[TrainResult, list[tuple[int, dict]]]  # result, on_epoch's (epoch, metrics) calls
 CPU_ONLY = pytest.mark.skipif(bool(tf.config.list_logical_devices("GPU")), reason="CPU defaults")
@@ -43,10 +45,10 @@ SEPARABLE = dataset(TRAIN[0], labels=TRAIN[1], val=VAL)
 NOISE_VAL = dataset(TRAIN[0], labels=TRAIN[1], val=(VAL[0], np.random.default_rng(4).permutation(VAL[1])))
 
 
-def run(data: TrainData = SEPARABLE, **kwargs: object) -> Run:
+def run(data: TrainData = SEPARABLE, config: HeadConfig = HEAD, **kwargs: object) -> Run:
     calls: list[tuple[int, dict]] = []
     arguments: dict = {"epochs": 3, "seed": 7, "patience": None, "options": FLOAT32} | kwargs
-    result = train_head(HEAD, data, on_epoch=lambda epoch, m: calls.append((epoch, m)), **arguments)
+    result = train_head(config, data, on_epoch=lambda epoch, m: calls.append((epoch, m)), **arguments)
     return result, calls
 
 
@@ -90,13 +92,14 @@ def test_train_head_on_epoch_called_once_per_epoch_with_three_heads(float32_run:
     "options",
     [
         TrainOptions(jit_compile=False, precision="mixed"),
-        TrainOptions(jit_compile=False, xla_update=False, precision="float32"),
+        TrainOptions(jit_compile=False, xla_update=False, fused_update=False, precision="float32"),
+        TrainOptions(jit_compile=False, fast_dropout=False, fused_update=False),
         TrainOptions(jit_compile=True, precision="float32"),
     ],
-    ids=["mixed", "no-xla", "xla-epoch"],
+    ids=["mixed", "no-xla", "previous-default", "xla-epoch"],
 )
 def test_train_head_options_train_the_separable_task(options: TrainOptions) -> None:
-    result, _ = run(options=options)
+    result, _ = run(options=options, config=DROPOUT_HEAD)
     assert min(result.metrics[head]["balanced_accuracy"] for head in HEADS) >= 0.9
 
 
@@ -119,6 +122,13 @@ def test_train_head_on_epoch_raise_stops_training() -> None:
     with pytest.raises(optuna.TrialPruned, match="pruned"):
         train_head(HEAD, SEPARABLE, epochs=5, seed=0, on_epoch=stop_at_one)
     assert epochs == [0, 1]
+
+
+def test_train_head_with_dropout_same_seed_same_result() -> None:
+    first, calls = run(config=DROPOUT_HEAD, options=TrainOptions(jit_compile=False))
+    again, calls_again = run(config=DROPOUT_HEAD, options=TrainOptions(jit_compile=False))
+    assert weights_equal(first, again)
+    assert calls == calls_again
 
 
 def test_train_head_same_seed_same_result_other_seed_differs(float32_run: Run) -> None:
@@ -180,8 +190,10 @@ def test_train_head_ranks_epochs_by_the_given_metric() -> None:
 
 
 @CPU_ONLY
-def test_train_options_cpu_defaults_no_xla_mixed_precision() -> None:
-    assert TrainOptions().resolved() == TrainOptions(jit_compile=False, xla_update=True, precision="mixed")
+def test_train_options_cpu_defaults_no_xla_mixed_precision_fast_dropout_fused_adam() -> None:
+    assert TrainOptions().resolved() == TrainOptions(
+        jit_compile=False, xla_update=True, precision="mixed", fast_dropout=True, fused_update=True
+    )
 
 
 def test_train_options_unknown_precision_raises() -> None:
