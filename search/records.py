@@ -21,7 +21,7 @@ from data.labels import HEADS
 from model.head import HeadConfig
 from model.metrics import METRICS, Metrics
 from search.errors import StudyError
-from search.objectives import OBJECTIVES
+from search.objectives import OBJECTIVES, Objective
 from search.space import Space, parse_space
 
 SAMPLERS = ("tpe", "random")
