@@ -19,6 +19,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,17 @@ def chunks(table: Table, rounds: int) -> list[Table]:
     ]
 
 
-def bench_dtype(args: argparse.Namespace, table: Table, dtype: str, out: Path) -> np.ndarray:
-    """Print the forward and pipeline rates of one dtype; return its embeddings of the table.
+@dataclass(frozen=True)
+class DtypeRates:
+    """One dtype's measured images/s, forward (in memory) and pipeline (decode -> write), and embeddings."""
+
+    forward: float
+    pipeline: float
+    embeddings: np.ndarray
+
+
+def bench_dtype(args: argparse.Namespace, table: Table, dtype: str, out: Path) -> DtypeRates:
+    """Print the forward and pipeline rates of one dtype and return them with its embeddings.
 
     The images are split into rounds; each round times the forward pass and the pipeline on its part,
     in alternating order, so a change of machine load during the run weighs on both alike.
@@ -114,9 +124,10 @@ def bench_dtype(args: argparse.Namespace, table: Table, dtype: str, out: Path) -
         f"{len(table) / pipeline:6.2f} images/s   ratio {forward / pipeline:.3f} "
         f"(rounds: {', '.join(f'{ratio:.3f}' for ratio in ratios)})"
     )
-    return np.concatenate(
+    embeddings = np.concatenate(
         [np.load(out / f"{dtype}-{r}" / "val" / "view-0.npy", allow_pickle=False) for r in range(args.rounds)]
     )
+    return DtypeRates(len(table) / forward, len(table) / pipeline, embeddings)
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -149,10 +160,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{machine}; {len(tables['val'])} val images, batch {args.batch_size}, weights {args.weights}")
     print(f"decode only (tf.data) {decode_rate(args.dataset, tables['val'], args.batch_size):.0f} images/s")
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as out:
-        embeddings = {dtype: bench_dtype(args, tables["val"], dtype, Path(out)) for dtype in dtypes}
+        rates = {dtype: bench_dtype(args, tables["val"], dtype, Path(out)) for dtype in dtypes}
     print(f"load average at the end: {', '.join(f'{value:.1f}' for value in os.getloadavg())}")
     for dtype in dtypes[1:]:
-        similarity = cosines(embeddings[dtypes[0]], embeddings[dtype])
+        similarity = cosines(rates[dtypes[0]].embeddings, rates[dtype].embeddings)
         print(f"cosine {dtype} vs {dtypes[0]}: min {similarity.min():.6f}, mean {similarity.mean():.6f}")
 
 

@@ -55,7 +55,8 @@ from data.cache import Cache, open_cache  # noqa: E402
 from data.labels import HEADS, VOCABULARIES  # noqa: E402
 from model.metrics import head_metrics, mean_metric  # noqa: E402
 from model.paper import PAPER_HEAD  # noqa: E402
-from model.train import TrainData, train_head  # noqa: E402
+from model.train import train_head  # noqa: E402
+from model.train_data import TrainData  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 PAPER_EPOCHS = 30  # the paper trained 30 epochs with early stopping, whatever the searches' budget

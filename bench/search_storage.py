@@ -146,7 +146,8 @@ def paper_epoch_seconds(rows: int) -> float:
     import numpy as np
 
     from model.paper import PAPER_HEAD
-    from model.train import TrainData, train_head
+    from model.train import train_head
+    from model.train_data import TrainData
 
     rng = np.random.default_rng(0)
     labels = np.stack([rng.integers(0, k, rows) for k in (9, 7, 2)], axis=1).astype(np.int8)

@@ -14,15 +14,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from data.cache import Cache
-from data.errors import CacheError, ConfigError
+from data.errors import ConfigError
 from data.labels import HEADS, VOCABULARIES
 from model.fitting import build_optimizer, class_weights, head_losses
 from model.head import HeadConfig
-from model.metrics import METRICS, head_metrics, mean_metric, predicted_classes
+from model.metrics import GROUP_METRICS, METRICS, GroupMetrics, mean_metric, predicted_classes, scores
 from model.network import build_head
+from model.train_data import TrainData, device
+from model.train_kernels import keras_forward, training_forward, update_function
 
 PRECISIONS = ("float32", "mixed")
+Scores = tuple[dict[str, dict[str, float]], dict[str, GroupMetrics]]  # per-head metrics, per-group ones
+# Where an epoch's step may stop: after the batch draw, after the gradients, or after the update (a real
+# step). bench/search_train.py times the first two to split an epoch; training always runs to "update".
+STAGES = ("draw", "gradients", "update")
 
 EpochCallback = Callable[[int, dict[str, dict[str, float]]], None]
 Forward = Callable[[tf.Tensor], dict[str, tf.Tensor]]
@@ -35,6 +40,8 @@ class TrainOptions:
     jit_compile: bool | None = None  # XLA for the whole epoch; auto: on with a GPU, off on CPU (11x slower)
     xla_update: bool | None = None  # XLA for the optimizer update alone; auto: on (moot under jit_compile)
     precision: str | None = None  # "float32" | "mixed" (bfloat16 compute, float32 weights); auto: mixed
+    fast_dropout: bool | None = None  # masks from 16-bit random slices (model.train_kernels); auto: on
+    fused_update: bool | None = None  # plain Adam as ResourceApplyAdam (others: xla_update); auto: on
 
     def resolved(self) -> TrainOptions:
         """The options with every None replaced by the default for the device in use."""
@@ -42,57 +49,17 @@ class TrainOptions:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         gpu = bool(tf.config.list_logical_devices("GPU"))
         jit = gpu if self.jit_compile is None else self.jit_compile
-        update = True if self.xla_update is None else self.xla_update
-        return TrainOptions(jit_compile=jit, xla_update=update, precision=self.precision or "mixed")
+        return TrainOptions(
+            jit_compile=jit,
+            xla_update=_default(self.xla_update, True),
+            precision=self.precision or "mixed",
+            fast_dropout=_default(self.fast_dropout, True),
+            fused_update=_default(self.fused_update, True),
+        )
 
 
-@dataclass(frozen=True)
-class TrainData:
-    """A cache's train views and val embeddings as device tensors, built once per worker."""
-
-    views: tf.Tensor  # (V, N, D) float32, view 0 clean, views 1.. augmented
-    train_labels: np.ndarray  # (N, 3) int8, columns in HEADS order
-    val_embeddings: tf.Tensor  # (M, D) float32
-    val_labels: np.ndarray  # (M, 3) int8
-
-    @classmethod
-    def from_arrays(
-        cls,
-        views: np.ndarray | Sequence[np.ndarray],
-        train_labels: np.ndarray,
-        val_embeddings: np.ndarray,
-        val_labels: np.ndarray,
-    ) -> TrainData:
-        """From in-memory arrays: ``views`` (V, N, D) or a sequence of V (N, D) arrays."""
-        stacked = views if isinstance(views, np.ndarray) else np.stack(views)
-        _check_shapes(stacked, train_labels, val_embeddings, val_labels)
-        with tf.device(_device()):
-            return cls(
-                views=tf.identity(tf.constant(stacked, tf.float32)),
-                train_labels=np.asarray(train_labels, np.int8),
-                val_embeddings=tf.identity(tf.constant(val_embeddings, tf.float32)),
-                val_labels=np.asarray(val_labels, np.int8),
-            )
-
-    @classmethod
-    def from_cache(cls, cache: Cache) -> TrainData:
-        """The cache's ``train`` split (all views) and ``val`` split (clean view), loaded once."""
-        for split in ("train", "val"):
-            if split not in cache.splits or cache.manifest["splits"][split]["count"] == 0:
-                raise CacheError(
-                    f"the cache at {cache.path} has no {split!r} embeddings (splits: {cache.splits}); "
-                    "run `hpo embed` with the train and val splits."
-                )
-        count = cache.views("train")
-        views = np.empty((count, *cache.embeddings("train").shape), np.float32)
-        for view in range(count):
-            views[view] = cache.embeddings("train", view)
-        return cls.from_arrays(views, cache.labels("train"), cache.embeddings("val"), cache.labels("val"))
-
-    @property
-    def dim(self) -> int:
-        """Embedding width D."""
-        return int(self.views.shape[2])
+def _default(value: bool | None, default: bool) -> bool:
+    return default if value is None else value
 
 
 @dataclass
@@ -101,8 +68,9 @@ class TrainResult:
 
     model: keras.Model
     epochs_run: int
-    metrics: dict[str, dict[str, float]]  # best epoch's, per head: accuracy, balanced_accuracy, macro_f1
+    metrics: dict[str, dict[str, float]]  # best epoch's, per head: METRICS and GROUP_METRICS
     best_epoch: int  # 0-based
+    groups: dict[str, GroupMetrics]  # best epoch's per-group metrics, per head
 
 
 @dataclass(frozen=True)
@@ -129,31 +97,32 @@ def train_head(
 
     After each epoch (0-based) ``on_epoch(epoch, metrics)`` gets the validation metrics per head; it may
     raise (e.g. ``optuna.TrialPruned``) to stop, and the exception propagates. Epochs are ranked by the
-    mean over the heads of the metric ``rank_by`` (one of ``model.metrics.METRICS``); training stops
-    early after ``patience`` epochs without a better one. Seeds Keras' global RNGs with ``seed``: same
-    seed and config give the same head on CPU.
+    mean over the heads of the metric ``rank_by`` (one of ``model.metrics.METRICS`` or
+    ``GROUP_METRICS``); training stops early after ``patience`` epochs without a better one. Seeds
+    Keras' global RNGs with ``seed``: same seed and config give the same head on CPU.
     """
     if epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
-    if rank_by not in METRICS:
-        raise ConfigError(f"epochs are ranked by one of {', '.join(METRICS)}, got {rank_by!r}")
-    head = compile_head(config, data, seed=seed, options=options)
-    best: tuple[float, int, dict[str, dict[str, float]], list[np.ndarray]] | None = None
+    if rank_by not in (*METRICS, *GROUP_METRICS):
+        allowed = ", ".join((*METRICS, *GROUP_METRICS))
+        raise ConfigError(f"epochs are ranked by one of {allowed}, got {rank_by!r}")
+    head = compile_head(config, data, seed=seed, epochs=epochs, options=options)
+    best: tuple[float, int, Scores, list[np.ndarray]] | None = None
     for epoch in range(epochs):
         head.run_epoch(tf.constant([seed, epoch], tf.int64))
-        metrics = _validation_metrics(head.forward, data)
+        scored = validation_scores(head.forward, data)
         if on_epoch is not None:
-            on_epoch(epoch, metrics)
-        value = mean_metric(metrics, rank_by)
+            on_epoch(epoch, scored[0])
+        value = mean_metric(scored[0], rank_by)
         if best is None or value > best[0]:
-            best = (value, epoch, metrics, head.model.get_weights())
+            best = (value, epoch, scored, head.model.get_weights())
         elif patience is not None and epoch - best[1] >= patience:
             break
     assert best is not None
-    _, best_epoch, best_metrics, weights = best
+    _, best_epoch, (metrics, groups), weights = best
     if best_epoch != epoch:
         head.model.set_weights(weights)
-    return TrainResult(model=head.model, epochs_run=epoch + 1, metrics=best_metrics, best_epoch=best_epoch)
+    return TrainResult(head.model, epoch + 1, metrics, best_epoch, groups)
 
 
 def epoch_function(
@@ -162,86 +131,133 @@ def epoch_function(
     config: HeadConfig,
     data: TrainData,
     *,
-    jit_compile: bool,
-    xla_update: bool,
+    options: TrainOptions,
+    until: str = "update",
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """One epoch as a ``tf.function`` of a (2,) int64 seed, returning the mean batch loss.
 
     The seed fixes the epoch's shuffle and, per sample, which of the V views it is drawn from. Full batches
     run in a graph loop; a last partial batch is one more step of static shape (so XLA can compile both).
+    ``until`` (one of STAGES) cuts every step short after that stage, keeping its work (for timing).
     """
-    losses = head_losses(
-        {
-            head: class_weights(
-                data.train_labels[:, column], len(VOCABULARIES[head]), config.class_weight_strength
-            )
-            for column, head in enumerate(HEADS[:2])
-        }
-    )
+    if until not in STAGES:
+        raise ConfigError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
+    weights = {
+        head: class_weights(
+            data.train_labels[:, column], len(VOCABULARIES[head]), config.class_weight_strength
+        )
+        for column, head in enumerate(HEADS[:2])
+    }
+    losses = head_losses(weights, label_smoothing=config.label_smoothing)
+    head_weights = dict(zip(HEADS, config.loss_weights, strict=True))
     views, count, dim = (int(size) for size in data.views.shape)
     batch = min(config.batch_size, count)
     full, rest = divmod(count, batch)
-    with tf.device(_device()):
+    with tf.device(device()):
         flat = tf.reshape(data.views, [views * count, dim])
         targets = tf.constant(data.train_labels, tf.int32)
     variables = model.trainable_variables
+    # The cheaper dropout masks walk a chain of layers; a head with per-head branches is not one.
+    chain = options.fast_dropout and not config.branches
+    forward = training_forward(model) if chain else keras_forward(model)
+    update = update_function(
+        optimizer, variables, fused=bool(options.fused_update), xla=bool(options.xla_update)
+    )
 
-    def apply(gradients: list[tf.Tensor]) -> None:
-        optimizer.apply(gradients, variables)
-
-    # XLA fuses the optimizer's many elementwise passes over every weight into one; on CPU that alone
-    # is worth 11-18 % of an epoch while the matmuls stay on oneDNN (bench/README.md).
-    update = tf.function(apply, jit_compile=True) if xla_update else apply
-
-    def step(rows: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    def step(rows: tf.Tensor, index: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         labels = tf.gather(targets, rows)
+        inputs = tf.gather(flat, tf.gather(index, rows))
+        if until == "draw":
+            return _after([labels, inputs], tf.constant(0.0))
         with tf.GradientTape() as tape:
-            outputs = model(tf.gather(flat, tf.gather(index, rows)), training=True)
+            outputs = forward(inputs, seed)
             loss = tf.add_n(
-                [losses[head](labels[:, column], outputs[head]) for column, head in enumerate(HEADS)]
+                [
+                    head_weights[head] * losses[head](labels[:, column], outputs[head])
+                    for column, head in enumerate(HEADS)
+                ]
             )
-        update(tape.gradient(loss, variables))
+        gradients = tape.gradient(loss, variables)
+        if until == "gradients":
+            return _after(gradients, loss)
+        update(gradients)
         return loss
 
-    @tf.function(jit_compile=jit_compile)
+    @tf.function(jit_compile=bool(options.jit_compile))
     def run_epoch(seed: tf.Tensor) -> tf.Tensor:
         shuffle_seed, view_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        mask_seed = tf.random.experimental.stateless_fold_in(seed, 3)  # fast_dropout's, per step below
         order = tf.argsort(tf.random.stateless_uniform([count], shuffle_seed))
-        chosen = tf.random.stateless_uniform([count], view_seed, minval=0, maxval=views, dtype=tf.int32)
-        index = chosen * count + tf.range(count)  # row of `flat` holding each sample's drawn view
+        index = drawn_views(view_seed, count, views, config.augment_prob) * count + tf.range(count)
         batches = tf.reshape(order[: full * batch], [full, batch])
         total = tf.constant(0.0)
         for number in tf.range(full):
-            total += step(batches[number], index)
+            total += step(batches[number], index, _fold(mask_seed, number))
         if rest:
-            total += step(order[full * batch :], index)
+            total += step(order[full * batch :], index, _fold(mask_seed, full))
         return total / (full + (1 if rest else 0))
 
     return run_epoch
 
 
-def _validation_metrics(forward: Forward, data: TrainData) -> dict[str, dict[str, float]]:
+def drawn_views(seed: tf.Tensor, count: int, views: int, augment_prob: float | None) -> tf.Tensor:
+    """(count,) int32: the view each sample is drawn from this epoch (0 = clean, 1.. augmented).
+
+    ``augment_prob`` None: every view alike; else an augmented view (uniform among them) with that
+    probability, the clean one otherwise.
+    """
+    if augment_prob is None or views == 1:
+        return tf.random.stateless_uniform([count], seed, minval=0, maxval=views, dtype=tf.int32)
+    which, pick = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    augmented = tf.random.stateless_uniform([count], which) < augment_prob
+    view = tf.random.stateless_uniform([count], pick, minval=1, maxval=views, dtype=tf.int32)
+    return tf.where(augmented, view, tf.zeros_like(view))
+
+
+def _fold(seed: tf.Tensor, number: tf.Tensor | int) -> tf.Tensor:
+    return tf.random.experimental.stateless_fold_in(seed, number)
+
+
+def _after(work: Sequence[tf.Tensor], value: tf.Tensor) -> tf.Tensor:
+    """``value`` plus 0 × one element of each of ``work``: keeps a cut step's work from being pruned.
+
+    A data dependency, because Grappler drops the backward pass behind mere control dependencies.
+    """
+    touched = tf.add_n([tf.cast(tf.reshape(tensor, [-1])[0], value.dtype) for tensor in work])
+    return value + 0.0 * touched
+
+
+def validation_scores(forward: Forward, data: TrainData) -> Scores:
+    """Per-head and per-group metrics of one forward pass over the whole validation split."""
     predicted = predicted_classes(
         {head: value.numpy() for head, value in forward(data.val_embeddings).items()}
     )
-    return {
-        head: head_metrics(data.val_labels[:, column], predicted[:, column], len(VOCABULARIES[head]))
-        for column, head in enumerate(HEADS)
-    }
+    return scores(data.val_labels.astype(np.int64), predicted)
 
 
 def compile_head(
-    config: HeadConfig, data: TrainData, *, seed: int, options: TrainOptions | None = None
+    config: HeadConfig,
+    data: TrainData,
+    *,
+    seed: int,
+    epochs: int = 1,
+    options: TrainOptions | None = None,
+    until: str = "update",
 ) -> CompiledHead:
-    """A fresh head for ``config`` (Keras' global RNGs seeded with ``seed``) with its compiled epoch."""
+    """A fresh head for ``config`` (Keras' global RNGs seeded with ``seed``) with its compiled epoch.
+
+    ``epochs`` is the length of a cosine learning-rate schedule; ``until`` cuts the epoch's steps short
+    (see `epoch_function`); only "update" trains.
+    """
     options = (options or TrainOptions()).resolved()
     keras.utils.set_random_seed(seed)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16" if options.precision == "mixed" else "float32")
     try:
-        with tf.device(_device()):
-            model = build_head(config, data.dim)
-            optimizer = build_optimizer(config)
+        with tf.device(device()):
+            model = build_head(config, data.dim, statistics=data.statistics)
+            steps = -(-int(data.views.shape[1]) // min(config.batch_size, int(data.views.shape[1])))
+            optimizer = build_optimizer(config, decay_steps=epochs * steps)
             optimizer.build(model.trainable_variables)
     finally:
         keras.config.set_dtype_policy(previous)
@@ -252,30 +268,8 @@ def compile_head(
             optimizer,
             config,
             data,
-            jit_compile=bool(options.jit_compile),
-            xla_update=bool(options.xla_update),
+            options=options,
+            until=until,
         ),
         forward=tf.function(lambda embeddings: model(embeddings, training=False)),
     )
-
-
-def _device() -> str:
-    return "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
-
-
-def _check_shapes(
-    views: np.ndarray, train_labels: np.ndarray, val_embeddings: np.ndarray, val_labels: np.ndarray
-) -> None:
-    problems = []
-    if views.ndim != 3 or 0 in views.shape:
-        problems.append(f"views must be (V, N, D) with V, N, D > 0, got {views.shape}")
-    elif train_labels.shape != (views.shape[1], len(HEADS)):
-        problems.append(f"train_labels must be ({views.shape[1]}, 3), got {train_labels.shape}")
-    if val_embeddings.ndim != 2 or val_embeddings.shape[0] == 0 or val_embeddings.shape[1] != views.shape[-1]:
-        problems.append(
-            f"val_embeddings must be (M, {views.shape[-1]}) with M > 0, got {val_embeddings.shape}"
-        )
-    elif val_labels.shape != (val_embeddings.shape[0], len(HEADS)):
-        problems.append(f"val_labels must be ({val_embeddings.shape[0]}, 3), got {val_labels.shape}")
-    if problems:
-        raise ValueError("; ".join(problems) + ".")

@@ -138,7 +138,7 @@ def ensemble_head_of(
 ) -> ChosenHead:
     """The stored heads greedy selection picks in ``size`` rounds, averaged into one head."""
     from model.ensemble import ensemble_head
-    from model.metrics import predicted_classes, scores
+    from model.metrics import METRICS, predicted_classes, scores
     from model.predict import head_outputs
     from search.ensemble import select_stored_heads
 
@@ -151,7 +151,8 @@ def ensemble_head_of(
         f"{listed}; validation {record.settings.objective} {choice.value:.4f}"
     )
     labels = cache.labels("val").astype(np.int64)
-    metrics, _ = scores(labels, predicted_classes(head_outputs(model, cache.embeddings("val"))))
+    scored, _ = scores(labels, predicted_classes(head_outputs(model, cache.embeddings("val"))))
+    metrics = {head: {m: scored[head][m] for m in METRICS} for head in scored}
     members = [
         {
             "trial": m.trial.number,
@@ -218,7 +219,9 @@ def retrain_head(trial: FrozenTrial, cache: Cache, record: StudyRecord) -> Chose
 
     The arguments are exactly those `search.objective.TrialRunner` passes, so on CPU the head is the same.
     """
-    from model.train import TrainData, train_head
+    from model.metrics import METRICS
+    from model.train import train_head
+    from model.train_data import TrainData
 
     config = trial_config(trial)
     result = train_head(
@@ -229,7 +232,7 @@ def retrain_head(trial: FrozenTrial, cache: Cache, record: StudyRecord) -> Chose
         patience=record.settings.patience or None,
         rank_by=record.settings.goal.rank_by,
     )
-    metrics = {head: {m: float(v) for m, v in values.items()} for head, values in result.metrics.items()}
+    metrics = {head: {m: float(values[m]) for m in METRICS} for head, values in result.metrics.items()}
     return ChosenHead(result.model, config, trial, metrics, retrained=True)
 
 

@@ -27,7 +27,7 @@ from search.records import (
 from search.space import Space
 
 if TYPE_CHECKING:
-    from model.train import TrainData
+    from model.train_data import TrainData
 
 
 class TrialAborted(Exception):

@@ -230,7 +230,7 @@ def run_worker(spec: WorkerSpec, stop: StopFlag) -> int:
     )
     cache = open_cache(spec.cache_dir)
     check_cache(study, cache)
-    from model.train import TrainData
+    from model.train_data import TrainData
 
     data = TrainData.from_cache(cache)
     worker = f"{socket.gethostname()}:{os.getpid()}/{spec.index}"

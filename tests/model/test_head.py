@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -81,9 +82,120 @@ def test_head_config_to_dict_round_trips_through_json() -> None:
         "batch_size": 512,
         "class_weight_strength": 0.25,
         "optimizer": "adamw",
+        # The wide space's settings, at their defaults: the paper's way of training.
+        "weight_decay": 0.0,
+        "input_norm": "none",
+        "label_smoothing": 0.0,
+        "batch_norm": False,
+        "branches": {},
+        "loss_weights": {"age": 1.0, "race": 1.0, "gender": 1.0},
+        "lr_schedule": "constant",
+        "augment_prob": None,
     }
     assert HeadConfig.from_dict(json.loads(json.dumps(data))) == config
     assert HeadConfig.from_dict(PAPER_HEAD.to_dict()) == PAPER_HEAD
+
+
+def test_head_config_from_dict_of_before_the_wide_fields_keeps_their_defaults() -> None:
+    old = {"layers": [{"units": 8, "activation": "relu", "dropout": 0.0}], "optimizer": "adam"}
+    assert HeadConfig.from_dict(old) == HeadConfig((LayerSpec(8, "relu"),))
+
+
+WIDE = HeadConfig(
+    (LayerSpec(16, "gelu", 0.1),),
+    optimizer="adamw",
+    weight_decay=1e-3,
+    input_norm="standardize",
+    label_smoothing=0.1,
+    batch_norm=True,
+    branches=((LayerSpec(8, "relu", 0.2),), (LayerSpec(12, "relu", 0.2),), (LayerSpec(4, "relu", 0.2),)),
+    loss_weights=(1.5, 1.0, 0.5),
+    lr_schedule="cosine",
+    augment_prob=0.5,
+)
+
+
+def test_head_config_wide_fields_round_trip_through_json() -> None:
+    data = json.loads(json.dumps(WIDE.to_dict()))
+    assert data["branches"] == {
+        "age": [{"units": 8, "activation": "relu", "dropout": 0.2}],
+        "race": [{"units": 12, "activation": "relu", "dropout": 0.2}],
+        "gender": [{"units": 4, "activation": "relu", "dropout": 0.2}],
+    }
+    assert data["loss_weights"] == {"age": 1.5, "race": 1.0, "gender": 0.5}
+    assert HeadConfig.from_dict(data) == WIDE
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"weight_decay": 1e-3}, r"^weight_decay 0\.001 needs optimizer adamw, got 'adam'$"),
+        ({"weight_decay": -1.0, "optimizer": "adamw"}, r"^weight_decay must be a number >= 0, got -1\.0$"),
+        ({"input_norm": "pca"}, r"^input_norm must be one of none, standardize, l2, got 'pca'$"),
+        ({"label_smoothing": 1.0}, r"^label_smoothing must be a number in \[0, 1\), got 1\.0$"),
+        ({"batch_norm": 1}, r"^batch_norm must be true or false, got 1$"),
+        ({"lr_schedule": "step"}, r"^lr_schedule must be one of constant, cosine, got 'step'$"),
+        ({"augment_prob": 1.5}, r"^augment_prob must be a number in \[0, 1\], got 1\.5$"),
+        ({"loss_weights": (1.0, -1.0, 1.0)}, r"^loss weight of race must be a number >= 0, got -1\.0$"),
+        ({"loss_weights": (0.0, 0.0, 0.0)}, r"^loss_weights must not all be 0, got \(0\.0, 0\.0, 0\.0\)$"),
+        (
+            {"branches": ((LayerSpec(8, "relu"),), (), ())},
+            r"^branches must give every head \(age, race, gender\) the same 1\.\.2 layers, got \[1, 0, 0\]",
+        ),
+    ],
+)
+def test_head_config_wide_field_invalid_raises(changes: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        HeadConfig((LayerSpec(8, "relu"),), **changes)  # type: ignore[arg-type]
+
+
+def test_build_head_wide_config_has_its_layers_and_trains_under_mixed_precision() -> None:
+    statistics = np.stack([np.full(6, 2.0), np.full(6, 4.0)]).astype(np.float32)
+    model = build_head(WIDE, 6, statistics=statistics)
+    names = [layer.name for layer in model.layers]
+    assert names[:2] == ["embedding", "input_standardize"]
+    assert {"batch_norm_0", "gelu_0", "dense_age_0", "dense_race_0", "dense_gender_0"} <= set(names)
+    assert model.get_layer("dense_race_0").units == 12
+    normalised = model.get_layer("input_standardize")(np.full((1, 6), 4.0, np.float32)).numpy()
+    np.testing.assert_allclose(normalised, np.ones((1, 6)), rtol=1e-6)  # (4 - 2) / sqrt(4)
+
+
+def test_build_head_l2_input_norm_is_unit_normalization() -> None:
+    model = build_head(HeadConfig((LayerSpec(4, "relu"),), input_norm="l2"), 2)
+    out = model.get_layer("input_l2")(np.array([[3.0, 4.0]], np.float32)).numpy()
+    np.testing.assert_allclose(out, [[0.6, 0.8]], rtol=1e-6)
+
+
+def test_build_head_standardize_without_statistics_raises() -> None:
+    with pytest.raises(ConfigError, match="input_norm standardize needs the train split's statistics"):
+        build_head(HeadConfig((LayerSpec(4, "relu"),), input_norm="standardize"), 2)
+
+
+def test_build_optimizer_cosine_decays_and_adamw_gets_its_decay() -> None:
+    optimizer = build_optimizer(WIDE, decay_steps=100)
+    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == pytest.approx(1e-3)
+    schedule = optimizer._learning_rate
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    assert float(schedule(0)) == pytest.approx(1e-3) and float(schedule(100)) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ConfigError, match="a cosine schedule needs decay_steps > 0, got None"):
+        build_optimizer(WIDE)
+
+
+def test_head_losses_label_smoothing_spreads_the_target() -> None:
+    probs = np.full((1, 9), 1 / 9, np.float32)
+    plain = head_losses({"age": np.ones(9), "race": np.ones(7)})
+    smooth = head_losses({"age": np.ones(9), "race": np.ones(7)}, label_smoothing=0.1)
+    # Uniform predictions: every target distribution costs log 9, smoothed or not.
+    assert float(smooth["age"](np.array([2]), probs)) == pytest.approx(
+        float(plain["age"](np.array([2]), probs))
+    )
+    confident = np.array([[0.9] + [0.1 / 8] * 8], np.float32)
+    expected = -(0.9 + 0.1 / 9) * np.log(0.9) - (0.1 / 9) * 8 * np.log(0.1 / 8)
+    assert float(smooth["age"](np.array([0]), confident)) == pytest.approx(expected, rel=1e-5)
+    male = np.array([[0.8]], np.float32)
+    assert float(smooth["gender"](np.array([1]), male)) == pytest.approx(
+        -(0.95 * np.log(0.8) + 0.05 * np.log(0.2)), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize(
@@ -284,3 +396,13 @@ def test_build_optimizer_uses_config() -> None:
     optimizer = build_optimizer(HeadConfig((LayerSpec(4, "relu"),), learning_rate=0.5, optimizer="sgd"))
     assert isinstance(optimizer, keras.optimizers.SGD)
     assert float(optimizer.learning_rate) == 0.5
+
+
+def test_wide_head_saves_and_loads_in_safe_mode_with_equal_outputs(tmp_path: Path) -> None:
+    statistics = np.stack([np.linspace(-1, 1, 6), np.linspace(0.5, 2, 6)]).astype(np.float32)
+    model = build_head(WIDE, 6, statistics=statistics)
+    x = np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32)
+    model.save(tmp_path / "head.keras")
+    loaded = keras.saving.load_model(tmp_path / "head.keras", safe_mode=True)
+    for name in ("age", "race", "gender"):
+        np.testing.assert_allclose(loaded(x)[name].numpy(), model(x)[name].numpy(), rtol=1e-6)

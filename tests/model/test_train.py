@@ -12,11 +12,13 @@ from data.cache import open_cache
 from data.errors import CacheError, ConfigError
 from data.labels import HEADS, VOCABULARIES
 from model.head import HeadConfig, LayerSpec
-from model.metrics import head_metrics, mean_metric
-from model.train import TrainData, TrainOptions, TrainResult, train_head
+from model.metrics import group_metrics, head_metrics, mean_metric
+from model.train import TrainOptions, TrainResult, drawn_views, train_head
+from model.train_data import TrainData
 
 DIM = 32
 HEAD = HeadConfig(layers=(LayerSpec(32, "relu", 0.0),), learning_rate=1e-2, batch_size=32)
+DROPOUT_HEAD = HeadConfig(layers=(LayerSpec(64, "relu", 0.2),), learning_rate=1e-2, batch_size=32)
 FLOAT32 = TrainOptions(jit_compile=False, precision="float32")
 Run = tuple[TrainResult, list[tuple[int, dict]]]  # result, on_epoch's (epoch, metrics) calls
 CPU_ONLY = pytest.mark.skipif(bool(tf.config.list_logical_devices("GPU")), reason="CPU defaults")
@@ -43,10 +45,10 @@ SEPARABLE = dataset(TRAIN[0], labels=TRAIN[1], val=VAL)
 NOISE_VAL = dataset(TRAIN[0], labels=TRAIN[1], val=(VAL[0], np.random.default_rng(4).permutation(VAL[1])))
 
 
-def run(data: TrainData = SEPARABLE, **kwargs: object) -> Run:
+def run(data: TrainData = SEPARABLE, config: HeadConfig = HEAD, **kwargs: object) -> Run:
     calls: list[tuple[int, dict]] = []
     arguments: dict = {"epochs": 3, "seed": 7, "patience": None, "options": FLOAT32} | kwargs
-    result = train_head(HEAD, data, on_epoch=lambda epoch, m: calls.append((epoch, m)), **arguments)
+    result = train_head(config, data, on_epoch=lambda epoch, m: calls.append((epoch, m)), **arguments)
     return result, calls
 
 
@@ -59,8 +61,11 @@ def weights_equal(a: TrainResult, b: TrainResult) -> bool:
 def val_metrics(result: TrainResult, data: TrainData) -> dict[str, dict[str, float]]:
     out = {head: value.numpy() for head, value in result.model(data.val_embeddings, training=False).items()}
     predicted = [out["age"].argmax(1), out["race"].argmax(1), (out["gender"][:, 0] >= 0.5).astype(int)]
+    labels = data.val_labels.astype(np.int64)
+    groups = group_metrics(labels, np.stack(predicted, axis=1))
     return {
-        head: head_metrics(data.val_labels[:, column], predicted[column], len(VOCABULARIES[head]))
+        head: head_metrics(labels[:, column], predicted[column], len(VOCABULARIES[head]))
+        | {"group_min": groups[head]["group_min"], "difference": groups[head]["difference"]}
         for column, head in enumerate(HEADS)
     }
 
@@ -82,7 +87,8 @@ def test_train_head_on_epoch_called_once_per_epoch_with_three_heads(float32_run:
     for _, metrics in calls:
         assert list(metrics) == list(HEADS)
         assert all(
-            set(values) == {"accuracy", "balanced_accuracy", "macro_f1"} for values in metrics.values()
+            set(values) == {"accuracy", "balanced_accuracy", "macro_f1", "group_min", "difference"}
+            for values in metrics.values()
         )
 
 
@@ -90,13 +96,14 @@ def test_train_head_on_epoch_called_once_per_epoch_with_three_heads(float32_run:
     "options",
     [
         TrainOptions(jit_compile=False, precision="mixed"),
-        TrainOptions(jit_compile=False, xla_update=False, precision="float32"),
+        TrainOptions(jit_compile=False, xla_update=False, fused_update=False, precision="float32"),
+        TrainOptions(jit_compile=False, fast_dropout=False, fused_update=False),
         TrainOptions(jit_compile=True, precision="float32"),
     ],
-    ids=["mixed", "no-xla", "xla-epoch"],
+    ids=["mixed", "no-xla", "previous-default", "xla-epoch"],
 )
 def test_train_head_options_train_the_separable_task(options: TrainOptions) -> None:
-    result, _ = run(options=options)
+    result, _ = run(options=options, config=DROPOUT_HEAD)
     assert min(result.metrics[head]["balanced_accuracy"] for head in HEADS) >= 0.9
 
 
@@ -119,6 +126,13 @@ def test_train_head_on_epoch_raise_stops_training() -> None:
     with pytest.raises(optuna.TrialPruned, match="pruned"):
         train_head(HEAD, SEPARABLE, epochs=5, seed=0, on_epoch=stop_at_one)
     assert epochs == [0, 1]
+
+
+def test_train_head_with_dropout_same_seed_same_result() -> None:
+    first, calls = run(config=DROPOUT_HEAD, options=TrainOptions(jit_compile=False))
+    again, calls_again = run(config=DROPOUT_HEAD, options=TrainOptions(jit_compile=False))
+    assert weights_equal(first, again)
+    assert calls == calls_again
 
 
 def test_train_head_same_seed_same_result_other_seed_differs(float32_run: Run) -> None:
@@ -169,7 +183,9 @@ def test_train_head_zero_epochs_raises() -> None:
 
 def test_train_head_unknown_rank_metric_raises() -> None:
     with pytest.raises(
-        ConfigError, match="epochs are ranked by one of accuracy, balanced_accuracy, macro_f1, got 'f1'"
+        ConfigError,
+        match=r"epochs are ranked by one of accuracy, balanced_accuracy, macro_f1, group_min, difference, "
+        r"got 'f1'",
     ):
         train_head(HEAD, SEPARABLE, epochs=1, seed=0, rank_by="f1")
 
@@ -180,8 +196,10 @@ def test_train_head_ranks_epochs_by_the_given_metric() -> None:
 
 
 @CPU_ONLY
-def test_train_options_cpu_defaults_no_xla_mixed_precision() -> None:
-    assert TrainOptions().resolved() == TrainOptions(jit_compile=False, xla_update=True, precision="mixed")
+def test_train_options_cpu_defaults_no_xla_mixed_precision_fast_dropout_fused_adam() -> None:
+    assert TrainOptions().resolved() == TrainOptions(
+        jit_compile=False, xla_update=True, precision="mixed", fast_dropout=True, fused_update=True
+    )
 
 
 def test_train_options_unknown_precision_raises() -> None:
@@ -210,3 +228,48 @@ def test_train_data_from_cache_without_val_raises(tiny_cache: Path) -> None:
 def test_train_data_from_arrays_shape_mismatch_raises() -> None:
     with pytest.raises(ValueError, match=r"train_labels must be \(250, 3\), got \(249, 3\)"):
         TrainData.from_arrays(TRAIN[0][None], TRAIN[1][:249], *VAL)
+
+
+WIDE_HEAD = HeadConfig(
+    (LayerSpec(32, "relu", 0.1),),
+    learning_rate=1e-2,
+    batch_size=32,
+    optimizer="adamw",
+    weight_decay=1e-4,
+    input_norm="standardize",
+    label_smoothing=0.05,
+    batch_norm=True,
+    branches=((LayerSpec(16, "tanh", 0.1),),) * 3,
+    loss_weights=(1.0, 1.0, 0.5),
+    lr_schedule="cosine",
+)
+
+
+@pytest.mark.parametrize("options", [FLOAT32, TrainOptions()], ids=["float32", "default"])
+def test_train_head_wide_config_trains_the_separable_task(options: TrainOptions) -> None:
+    result = train_head(WIDE_HEAD, SEPARABLE, epochs=4, seed=3, patience=None, options=options)
+    assert min(result.metrics[head]["balanced_accuracy"] for head in HEADS) >= 0.8
+    assert set(result.groups) == set(HEADS)
+    assert result.metrics["age"]["group_min"] == result.groups["age"]["group_min"]
+
+
+def test_train_data_statistics_are_the_clean_views_mean_and_variance() -> None:
+    np.testing.assert_allclose(SEPARABLE.statistics[0], TRAIN[0].mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(SEPARABLE.statistics[1], TRAIN[0].var(axis=0), rtol=1e-5)
+
+
+def test_drawn_views_follow_augment_prob() -> None:
+    seed = tf.constant([1, 2], tf.int64)
+    assert drawn_views(seed, 10_000, 1, 1.0).numpy().max() == 0  # no augmented view stored
+    never = drawn_views(seed, 10_000, 3, 0.0).numpy()
+    always = drawn_views(seed, 10_000, 3, 1.0).numpy()
+    quarter = drawn_views(seed, 10_000, 3, 0.25).numpy()
+    alike = drawn_views(seed, 30_000, 3, None).numpy()
+    assert never.max() == 0 and set(always.tolist()) == {1, 2}
+    assert abs((quarter > 0).mean() - 0.25) < 0.02 and set(quarter.tolist()) == {0, 1, 2}
+    assert np.allclose(np.bincount(alike) / 30_000, 1 / 3, atol=0.02)
+
+
+def test_train_head_ranks_epochs_by_the_worst_group() -> None:
+    result, calls = run(NOISE_VAL, epochs=4, rank_by="group_min")
+    assert result.best_epoch == max(range(4), key=lambda e: (mean_metric(calls[e][1], "group_min"), -e))

@@ -8,6 +8,7 @@ import optuna
 import pytest
 
 from data.errors import ConfigError
+from data.labels import HEADS
 from model.head import HeadConfig, LayerSpec
 from model.paper import PAPER_HEAD
 from search.space import Choice, Range, default_space_path, load_space, parse_space
@@ -253,4 +254,130 @@ def test_load_space_toml_syntax_error_names_line(tmp_path: Path) -> None:
     path = _edited(tmp_path, "[params.units]\nlow = 128", "[params.units]\nlow = = 128")
     line = DEFAULT_TEXT.splitlines().index("[params.units]") + 2
     with pytest.raises(ConfigError, match=rf"^space file {path}: invalid TOML: .*line {line}"):
+        load_space(path)
+
+
+WIDE_PATH = default_space_path("wide")
+WIDE_TEXT = WIDE_PATH.read_text(encoding="utf-8")
+
+
+def test_wide_space_keeps_the_paper_head_as_its_named_point() -> None:
+    wide = load_space(Path("wide"))  # a packaged space by name
+    assert wide.name == "wide" and wide.sha256 != load_space().sha256
+    paper = wide.named_point("paper")
+    assert paper.layers == PAPER_HEAD.layers and paper.augment_prob == 1.0
+    assert (paper.optimizer, paper.branches, paper.input_norm, paper.lr_schedule) == (
+        "adam",
+        (),
+        "none",
+        "constant",
+    )
+    params = wide.params_of(paper)
+    assert (
+        params["branch_layers"] == 0 and "weight_decay" not in params and "branch_units_age_0" not in params
+    )
+
+
+def test_wide_space_draws_every_new_parameter() -> None:
+    wide = load_space(WIDE_PATH)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen: set[str] = set()
+    for _ in range(60):
+        trial = study.ask()
+        config = wide.suggest(trial)
+        assert wide.contains(config) and set(wide.params_of(config)) == set(trial.params)
+        assert wide.suggest(optuna.trial.FixedTrial(wide.params_of(config))) == config
+        seen |= set(trial.params)
+        study.tell(trial, 0.0)
+    expected = {"weight_decay", "input_norm", "label_smoothing", "batch_norm", "lr_schedule", "augment_prob"}
+    expected |= {f"loss_weight_{head}" for head in HEADS} | {
+        "branch_layers",
+        "branch_activation",
+        "branch_dropout",
+    }
+    expected |= {f"branch_units_{head}_{j}" for head in HEADS for j in (0, 1)}
+    assert expected <= seen
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "match"),
+    [
+        (
+            "format_version = 2",
+            "format_version = 1",
+            r"\[params\] has unknown key\(s\) \['augment_prob', 'batch_norm'",
+        ),
+        (
+            "[params.branch_units]\nlow = 128",
+            "[params.trunk_units]\nlow = 128",
+            r"\[params\] has unknown key\(s\) \['trunk_units'\]",
+        ),
+        (
+            'choices = ["adam", "adamw"]',
+            'choices = ["adam"]',
+            r"\[params.weight_decay\] is drawn only for optimizer adamw",
+        ),
+        (
+            "choices = [false, true]",
+            "choices = [0, 1]",
+            r"\[params.batch_norm\] choices\[0\] = 0 must be true or false",
+        ),
+        (
+            'choices = ["none", "standardize", "l2"]',
+            'choices = ["pca"]',
+            r"\[params.input_norm\] choices\[0\] = 'pca' is not allowed: input_norm must be one of none, "
+            "standardize, l2",
+        ),
+        (
+            "high = 0.2\nstep = 0.05",
+            "high = 1.0\nstep = 0.05",
+            r"\[params.label_smoothing\] high = 1\.0 is not allowed: label_smoothing must be in \[0, 1\)",
+        ),
+        (
+            "[params.branch_layers]\nlow = 0\nhigh = 2",
+            "[params.branch_layers]\nlow = 0\nhigh = 3",
+            r"\[params.branch_layers\] high = 3 is not allowed: branch_layers must be in 0\.\.2",
+        ),
+        (
+            "augment_prob = 1.0",
+            "augment_prob = 0.3",
+            r"\[points.paper\] lies outside the space: augment_prob = 0\.3 is not a number in \[0\.0, 1\.0\] "
+            r"step 0\.25",
+        ),
+    ],
+)
+def test_load_wide_space_invalid_file_raises(tmp_path: Path, old: str, new: str, match: str) -> None:
+    assert old in WIDE_TEXT
+    path = tmp_path / "space.toml"
+    path.write_text(WIDE_TEXT.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^space file {path}: {match}"):
+        load_space(path)
+
+
+def test_load_space_branch_parameters_go_together(tmp_path: Path) -> None:
+    start = WIDE_TEXT.index("[params.branch_units]")
+    end = WIDE_TEXT.index("[params.branch_activation]")
+    path = tmp_path / "space.toml"
+    path.write_text(WIDE_TEXT[:start] + WIDE_TEXT[end:], encoding="utf-8")
+    with pytest.raises(
+        ConfigError,
+        match=r"go together; give all of them or none \(given: branch_layers, branch_activation, "
+        r"branch_dropout\)$",
+    ):
+        load_space(path)
+
+
+def test_point_with_a_setting_the_space_does_not_draw_is_outside(tmp_path: Path) -> None:
+    path = tmp_path / "space.toml"
+    path.write_text(
+        DEFAULT_TEXT.replace('optimizer = "adam"\n', 'optimizer = "adam"\naugment_prob = 0.5\n').replace(
+            "format_version = 1", "format_version = 2"
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"\[points.paper\] lies outside the space: the space cannot draw augment_prob = 0\.5 "
+        r"\(the space gives None\)$",
+    ):
         load_space(path)
