@@ -74,6 +74,8 @@ OBJECTIVES: Mapping[str, Objective] = MappingProxyType(
             Objective(
                 "pareto", "a Pareto search of the three heads' balanced accuracy", "balanced_accuracy", True
             ),
+            # FairFace's reason to exist: the head whose worst race (or gender) group fares best.
+            Objective("fair", "mean over the heads of the worst group's balanced accuracy", "group_min"),
         )
     }
 )

@@ -11,7 +11,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from model.metrics import METRICS
 from search.artifacts import best_trial
-from search.records import ARTIFACT_ATTR, EPOCHS_ATTR, SETTINGS_ATTR, WORKER_ATTR, StudyRecord, trial_metrics
+from search.errors import StudyError
+from search.records import (
+    ARTIFACT_ATTR,
+    EPOCHS_ATTR,
+    MAX_GAP_ATTR,
+    SETTINGS_ATTR,
+    WORKER_ATTR,
+    StudyRecord,
+    StudySettings,
+    trial_groups,
+    trial_metrics,
+)
 from search.settings import Settings
 from search.storage import ResilientStorage, render_url
 
@@ -36,7 +47,7 @@ def study_status(study: optuna.Study, storage: ResilientStorage, record: StudyRe
         "progress": min(finished / settings.budget, 1.0),
         "trials_per_hour": rate,
         "eta_hours": remaining / rate if rate and remaining else (0.0 if not remaining else None),
-        "best": _best(study) if counts[TrialState.COMPLETE.name] else None,
+        "best": _best(study, settings) if counts[TrialState.COMPLETE.name] else None,
         "live_workers": _live_workers(study, storage, settings.grace_period, trials),
     }
 
@@ -52,8 +63,11 @@ def _trials_per_hour(trials: list[FrozenTrial]) -> float | None:
     return len(done) / hours if hours > 0 else None
 
 
-def _best(study: optuna.Study) -> dict[str, Any]:
-    trial = best_trial(study)
+def _best(study: optuna.Study, settings: StudySettings) -> dict[str, Any] | None:
+    try:
+        trial = best_trial(study, settings)
+    except StudyError:  # no COMPLETE trial meets max_gap yet
+        return None
     return {
         "trial": trial.number,
         "values": trial.values,
@@ -62,6 +76,8 @@ def _best(study: optuna.Study) -> dict[str, Any]:
         "epochs_run": trial.user_attrs.get(EPOCHS_ATTR),
         "head_stored": bool(trial.user_attrs.get(ARTIFACT_ATTR)),
         "pareto_front": [t.number for t in study.best_trials] if len(study.directions) > 1 else None,
+        "groups": trial_groups(trial),
+        "max_gap": trial.user_attrs.get(MAX_GAP_ATTR),
     }
 
 
@@ -122,6 +138,12 @@ def _render_best(best: dict[str, Any] | None) -> list[str]:
     lines.append(f"params     {params}")
     if best["pareto_front"] is not None:
         lines.append(f"front      trials {', '.join(str(n) for n in best['pareto_front'])}")
+    worst = [
+        f"{head} {group['worst_group']} {group['group_min']:.4f} (gap {group['difference']:.4f})"
+        for head, group in best["groups"].items()
+    ]
+    if worst:
+        lines.append(f"worst      {'; '.join(worst)}")
     return lines
 
 

@@ -23,12 +23,12 @@ def test_objective_accuracy_is_mean_over_heads() -> None:
 
 def test_objective_pareto_is_balanced_accuracy_per_head() -> None:
     assert get_objective("pareto").value(METRICS) == (0.4, 0.5, 0.75)
-    assert tuple(OBJECTIVES) == ("balanced_accuracy", "accuracy", "pareto")
+    assert tuple(OBJECTIVES) == ("balanced_accuracy", "accuracy", "pareto", "fair")
 
 
 def test_objective_unknown_objective_raises() -> None:
     with pytest.raises(
-        ConfigError, match="objective must be one of balanced_accuracy, accuracy, pareto, got 'f1'"
+        ConfigError, match="objective must be one of balanced_accuracy, accuracy, pareto, fair, got 'f1'"
     ):
         get_objective("f1")
 
@@ -62,3 +62,17 @@ def test_objective_metric_names_label_the_dashboard_axes() -> None:
 def test_objective_epoch_value_of_a_pareto_objective_is_refused() -> None:
     with pytest.raises(AssertionError, match="objective 'pareto' reports no single epoch value"):
         get_objective("pareto").epoch_value(METRICS)
+
+
+def test_fair_objective_is_the_mean_worst_group_balanced_accuracy() -> None:
+    metrics = {
+        head: {**values, "group_min": low}
+        for (head, values), low in zip(METRICS.items(), (0.1, 0.2, 0.6), strict=True)
+    }
+    fair = get_objective("fair")
+    assert fair.value(metrics) == pytest.approx(0.3, rel=1e-12)
+    assert (fair.rank_by, fair.prunable, fair.metric_names) == (
+        "group_min",
+        True,
+        ["mean worst-group balanced accuracy (val)"],
+    )

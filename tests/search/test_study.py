@@ -46,7 +46,8 @@ def test_create_study_records_provenance_and_paper_trial(
     attrs = study.user_attrs
     assert attrs[SETTINGS_ATTR] == {
         "budget": 4, "objective": "balanced_accuracy", "sampler": "tpe", "pruner": "hyperband", "epochs": 2,
-        "patience": 5, "seed": 0, "heartbeat_interval": 1, "grace_period": 3,
+        "patience": 5, "seed": 0, "heartbeat_interval": 1, "grace_period": 3, "max_gap": None,
+        "keep_heads": 10,
     }  # fmt: skip
     assert (attrs[SPACE_ATTR], attrs[SPACE_SHA_ATTR]) == (space.text, space.sha256)
     assert attrs[CACHE_ATTR] == open_cache(tiny_cache).fingerprint

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
-from support import HPO
+from support import HPO, Hpo
 
 from search.cli import main
 
@@ -56,12 +56,20 @@ def start_workers(hpo_env: dict[str, str], pg_url: str, tiny_cache: Path, tmp_pa
 
 
 def create(
-    url: str, name: str, space: Path, cache: Path, *, budget: int, epochs: int, pruner: str, grace: int = 3
+    url: str,
+    name: str,
+    space: Path,
+    cache: Path,
+    *extra: str,
+    budget: int,
+    epochs: int,
+    pruner: str,
+    grace: int = 3,
 ) -> None:
     main([
         "study", "create", "--storage", url, "--study", name, "--space", str(space), "--cache", str(cache),
         "--budget", str(budget), "--epochs", str(epochs), "--pruner", pruner, "--patience", "0",
-        "--heartbeat-interval", "1", "--grace-period", str(grace),
+        "--heartbeat-interval", "1", "--grace-period", str(grace), *extra,
     ])  # fmt: skip
 
 
@@ -248,3 +256,30 @@ def test_worker_gpus_naming_missing_gpu(
         "hpo: error: --gpus 3 names GPU 3, but this machine has no GPU (nvidia-smi -L); pass GPUs it lists, "
         "all, or none.\n"
     )
+
+
+def test_worker_fair_objective_with_max_gap_records_groups_and_constraints(
+    pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path, start_workers: Start, hpo: Hpo
+) -> None:
+    extra = ("--objective", "fair", "--max-gap", "0.9")
+    create(pg_url, study_name, tiny_space, tiny_cache, *extra, budget=4, epochs=2, pruner="none")
+    code, err = finish(start_workers(study_name, "--n-workers", "2"))
+    assert code == 0, err
+    complete = [t for t in trials(pg_url, study_name) if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 4 and len({t.user_attrs["worker"] for t in complete}) >= 1
+    for trial in complete:
+        attrs = trial.user_attrs
+        worst = [attrs[f"{head}_group_min"] for head in ("age", "race", "gender")]
+        assert trial.values[0] == pytest.approx(sum(worst) / 3)  # the fair objective
+        assert attrs["age_group_min"] == min(attrs["age_by_group"].values())
+        # The tiny cache's race labels use 3 of the 7 groups: the other 4 are absent, never scored 0.
+        assert attrs["age_absent_groups"] == ["East Asian", "Southeast Asian", "Indian", "Middle Eastern"]
+        assert set(attrs["age_by_group"]) == {"White", "Black", "Latino_Hispanic"}
+        assert attrs["max_gap"] == max(attrs[f"{head}_difference"] for head in ("age", "race", "gender"))
+    sampled = [t for t in complete if t.number > 0]
+    assert all(
+        t.system_attrs["constraints"] == [pytest.approx(t.user_attrs["max_gap"] - 0.9)] for t in sampled
+    )
+    status = hpo("status", "--storage", pg_url, "--study", study_name)
+    assert status.returncode == 0, status.stderr
+    assert "worst      age " in status.stdout and "search     fair," in status.stdout
