@@ -79,7 +79,7 @@ def machine_figures(quick: bool) -> Figures:
 
 def embed_figures(args: argparse.Namespace, out: Path) -> Figures:
     """Pipeline and bare-forward images/s per dtype, pipeline ÷ forward, and the dtypes' cosine."""
-    table = load_tables(args.dataset, "paper", "val", args.images)["val"]
+    table = load_tables(args.dataset, "paper", ["val"], args.images)["val"]
     options = argparse.Namespace(
         dataset=args.dataset, batch_size=32, rounds=2, weights="random:0", images=len(table)
     )

@@ -44,8 +44,10 @@ CHROMIUM_FLAGS = (
 METRIC_ATTRS = {
     f"{head}_{metric}"
     for head in ("age", "race", "gender")
-    for metric in ("accuracy", "balanced_accuracy", "macro_f1")
+    for metric in ("accuracy", "balanced_accuracy", "macro_f1", "group_min", "difference")
 }
+# The per-group user attributes the dashboard shows beside the metrics (by_group is a JSON object).
+GROUP_ATTRS = {f"{head}_{name}" for head in ("age", "race", "gender") for name in ("by_group", "worst_group")}
 
 # One hidden layer of 16-64 units, with its own "paper" point: each trial trains in a few seconds.
 SPACE = tiny_space_text("e2e", units=(16, 64, 16), batch_sizes=(4, 8))
@@ -209,7 +211,7 @@ def test_dashboard_api_lists_trials_with_per_head_attributes(topology: Topology)
     assert {_attrs(t)["worker"].rpartition("/")[2] for t in trials} == {"0", "1"}
     best = topology.detail["best_trials"][0]
     assert _attrs(best)["head_artifact_id"] == best["artifacts"][0]["artifact_id"]
-    assert {a["key"] for a in topology.detail["union_user_attrs"]} >= METRIC_ATTRS
+    assert {a["key"] for a in topology.detail["union_user_attrs"]} >= METRIC_ATTRS | GROUP_ATTRS | {"max_gap"}
 
 
 def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:

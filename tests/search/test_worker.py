@@ -19,8 +19,11 @@ pytestmark = pytest.mark.slow
 HEADS_METRICS = [
     f"{head}_{metric}"
     for head in ("age", "race", "gender")
-    for metric in ("accuracy", "balanced_accuracy", "macro_f1")
-]
+    for metric in (
+        "accuracy", "balanced_accuracy", "macro_f1",
+        "by_group", "group_min", "worst_group", "difference", "absent_groups",
+    )
+]  # fmt: skip
 Start = Callable[..., subprocess.Popen[str]]
 
 
@@ -125,7 +128,7 @@ def test_worker_three_processes_finish_budget(
     complete = [t for t in found if t.state == TrialState.COMPLETE]
     for trial in complete:
         assert sorted(trial.user_attrs) == sorted(
-            [*HEADS_METRICS, "epochs_run", "head_config", "worker"]
+            [*HEADS_METRICS, "epochs_run", "head_config", "max_gap", "worker"]
             + (["head_artifact_id"] if "head_artifact_id" in trial.user_attrs else [])
             + (["point"] if trial.number == 0 else [])
         )
