@@ -15,7 +15,8 @@ import numpy as np
 
 from data.labels import HEADS, VOCABULARIES
 from model.charts import confusion_image
-from model.metrics import classification_report
+from model.group_report import GROUPS_PNG, group_chart, group_markdown
+from model.metrics import classification_report, group_metrics
 from model.paper import PAPER, PaperHead
 
 REPORT_FORMAT_VERSION = 1
@@ -43,6 +44,7 @@ def evaluation_report(
         "source": dict(source),
         "count": len(labels),
         "heads": heads,
+        "groups": group_metrics(labels.astype(np.int64), predictions.astype(np.int64)),
     }
 
 
@@ -59,7 +61,9 @@ def write_report(report: Mapping[str, object], out: Path) -> list[Path]:
         title = f"{head}: rows true, columns predicted; n = {int(matrix.sum()):,}"
         confusion_image(matrix, VOCABULARIES[head], title=title).save(path)
         written.append(path)
-    return written
+    groups: Mapping[str, Mapping[str, Any]] = report["groups"]  # type: ignore[assignment]
+    group_chart(groups).save(out / GROUPS_PNG)
+    return [*written, out / GROUPS_PNG]
 
 
 def report_markdown(report: Mapping[str, object]) -> str:
@@ -73,6 +77,7 @@ def report_markdown(report: Mapping[str, object]) -> str:
         paper = PAPER[head]
         lines += [f"## {head} (paper: {paper.table})", "", *_summary_table(paper, result), ""]
         lines += [*_class_table(paper, result), "", f"![{head} confusion matrix](confusion_{head}.png)", ""]
+    lines += group_markdown(report["groups"])  # type: ignore[arg-type]
     lines += [
         "Paper figures: the overall accuracies and test supports of the paper's Tables III–V and its 30-39",
         "recall; the paper's other per-class figures are not held here and are left as —.",

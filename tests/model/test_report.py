@@ -55,6 +55,7 @@ def test_write_report_writes_json_markdown_and_cell_colours(tmp_path: Path) -> N
         "confusion_age.png",
         "confusion_race.png",
         "confusion_gender.png",
+        "groups.png",
     ]
     assert json.loads((tmp_path / "report" / "report.json").read_text()) == report
     gender = Image.open(tmp_path / "report" / "confusion_gender.png").convert("RGB")
@@ -93,3 +94,19 @@ def test_paper_supports_sum_to_the_test_split() -> None:
         "race": 17349,
         "gender": 17349,
     }
+
+
+def test_report_groups_equal_a_hand_count_and_absent_groups_are_not_zero(tmp_path: Path) -> None:
+    report = evaluation_report(LABELS, PREDICTIONS, source=SOURCE)
+    age = report["groups"]["age"]  # type: ignore[index]
+    # Age within each race group: White rows 0-1 (recall of 20-29: 1/2), Black rows 2-3 (30-39: 1/2),
+    # Indian row 4 (right), Middle Eastern row 5 (wrong); no Latino, East or Southeast Asian rows.
+    assert age["by_group"] == {"White": 0.5, "Black": 0.5, "Indian": 1.0, "Middle Eastern": 0.0}
+    assert age["absent"] == ["Latino_Hispanic", "East Asian", "Southeast Asian"]
+    assert (age["group_min_name"], age["group_min"], age["difference"]) == ("Middle Eastern", 0.0, 1.0)
+    markdown = report_markdown(report)
+    assert "worst group **Middle Eastern** 0.0%; largest gap 100.0% (best 100.0%)" in markdown
+    assert "| Latino_Hispanic | 0 | absent |" in markdown and "| Indian | 1 | 100.0% |" in markdown
+    write_report(report, tmp_path)
+    chart = Image.open(tmp_path / "groups.png").convert("RGB")
+    assert (203, 24, 29) in {colour for _, colour in chart.getcolors(maxcolors=1 << 16)}  # the worst group

@@ -19,7 +19,14 @@ from model.network import build_head
 from search.cli import main
 
 CONFIG = HeadConfig(layers=(LayerSpec(16, "relu", 0.0),))
-REPORT_FILES = ["report.json", "report.md", "confusion_age.png", "confusion_race.png", "confusion_gender.png"]
+REPORT_FILES = [
+    "report.json",
+    "report.md",
+    "confusion_age.png",
+    "confusion_race.png",
+    "confusion_gender.png",
+    "groups.png",
+]
 
 
 @pytest.fixture(scope="module")
