@@ -156,8 +156,8 @@ def test_export_best_refuses_weights_other_than_the_cache(
     assert code == 2
     assert err == (
         f"hpo: error: the cache at {searched.cache} was embedded with other vggface settings: weights "
-        "'random:0' (asked: 'random:1'). Pass the --weights (HPO_WEIGHTS) and --dtype it was embedded with, "
-        "or embed a new cache.\n"
+        "'random:0' (asked: 'random:1'). Pass the --weights (HPO_WEIGHTS) it was embedded with, or embed a "
+        "new cache.\n"
     )
 
 
