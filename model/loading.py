@@ -15,25 +15,28 @@ import keras
 from data.errors import ConfigError
 
 
-def load_keras_file(path: Path, *, what: str, fix: str, compile: bool = True) -> keras.Model:
-    """The model in the ``.keras`` file ``path``, loaded in safe mode; ``what`` names it in errors
-    (e.g. "model file"), ``fix`` says what to do (e.g. "export the model again")."""
+def load_keras_file(
+    path: Path, *, what: str, fix: str, compile: bool = True, shown: str | None = None
+) -> keras.Model:
+    """The model in the ``.keras`` file ``path``, loaded in safe mode. Errors name it as ``what`` (e.g.
+    "model file") and ``shown`` (default: the path), and end with ``fix`` (e.g. "export it again")."""
+    name = f"{what} {shown or path}"
     if not path.is_file():
-        raise ConfigError(f"{what} {path} does not exist; {fix}")
+        raise ConfigError(f"{name} does not exist; {fix}")
     if not zipfile.is_zipfile(path):
+        size = path.stat().st_size
         raise ConfigError(
-            f"{what} {path} is not a .keras archive ({path.stat().st_size} bytes, truncated or another "
-            f"format); {fix}"
+            f"{name} is not a .keras archive ({size} bytes, truncated or another format); {fix}"
         )
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as error:  # a damaged archive fails in Keras, h5py or zipfile, with any type
         if "safe_mode" in str(error):
             raise ConfigError(
-                f"{what} {path} holds Python code (such as a Lambda layer), which Keras safe mode refuses "
-                f"to load because loading would run it; face-hpo's models use built-in layers only: {fix}"
+                f"{name} holds Python code (such as a Lambda layer), which Keras safe mode refuses to "
+                f"load because loading would run it; face-hpo's models use built-in layers only: {fix}"
             ) from error
-        raise ConfigError(f"cannot load {what} {path} ({_first_line(error)}); {fix}") from error
+        raise ConfigError(f"cannot load {name} ({_first_line(error)}); {fix}") from error
 
 
 def _first_line(error: BaseException) -> str:

@@ -135,8 +135,10 @@ def load_best_head(
             ) from None
         from model.loading import load_keras_file
 
-        fix = "add --retrain to train it again from its parameters."
-        model = load_keras_file(
-            path, what=f"the stored head of trial {chosen.number}", fix=fix, compile=False
+        what, shown = (
+            f"the stored head of trial {chosen.number}",
+            f"(artifact {artifact_id} in {artifact_dir})",
         )
+        fix = "add --retrain to train it again from its parameters."
+        model = load_keras_file(path, what=what, fix=fix, compile=False, shown=shown)
     return model, config, chosen

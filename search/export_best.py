@@ -87,8 +87,8 @@ def export_best(
         head = retrain_head(chosen, cache, record)
     else:
         require_stored_head(study, chosen, record)
-        on_step(f"loading the stored head of trial {chosen.number}")
         head = stored_head(study, chosen, settings.artifact_dir)
+        on_step(f"exporting the stored head of trial {chosen.number}")  # once loaded: an error stays one line
     # Written beside ``out`` and renamed into place, so an interrupted export leaves no half model behind.
     with staged_dir(out, on_step=on_step) as partial:
         _write_export(partial, head, base, cache, study, record, on_step)

@@ -278,9 +278,11 @@ def _worth_waiting(url: str, error: BaseException) -> bool:
 
 def _unusable(url: str, error: BaseException, waited: float) -> StudyError:
     if url.startswith("sqlite"):
+        folder = Path(make_url(url).database or "").parent
+        why = _first_line(error) if folder.is_dir() else f"directory {folder} does not exist"
         return StudyError(
-            f"cannot open the study database, {database_location(url)}: {_first_line(error)}; check "
-            "--storage (HPO_STORAGE) or --workdir."
+            f"cannot open the study database, {database_location(url)}: {why}; check --storage "
+            "(HPO_STORAGE) or --workdir."
         )
     within = f" within {waited:.0f} s" if waited and _worth_waiting(url, error) else ""
     return StudyError(

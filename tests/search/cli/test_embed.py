@@ -153,7 +153,7 @@ def test_embed_existing_cache_other_weights_refused(
 def test_embed_corrupt_image_skipped_then_fatal_with_strict(tmp_path: Path, hpo: Hpo) -> None:
     root = copy_fixture(tmp_path)
     (root / "val" / "1.jpg").write_bytes(b"\xff\xd8 truncated")
-    reason = decode_error(root / "val" / "1.jpg")
+    reason = str(decode_error(root / "val" / "1.jpg")).rstrip(".")  # its period gives way to the ";"
     strict = hpo(*embed_args(tmp_path / "strict", "--limit", "2", "--strict", root=root))
     assert (strict.returncode, strict.stdout) == (2, "")
     assert strict.stderr.splitlines() == [

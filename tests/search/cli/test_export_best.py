@@ -75,7 +75,7 @@ def test_export_best_exports_the_stored_head_with_card_and_report(
     code, stdout, err = run_hpo(*searched.args("s", out))
     assert code == 0, err
     assert stdout == f"{out}\n"
-    assert err.startswith("hpo export-best: loading the stored head of trial ")
+    assert err.startswith("hpo export-best: exporting the stored head of trial ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no partial directory left behind
     best = open_study(open_storage_for(searched.url), "s").best_trial
     exported = load_export(out)
