@@ -203,18 +203,11 @@ def open_storage(
     deadline, delay, warned = time.monotonic() + wait, _FIRST_DELAY, False
     while True:
         try:
-            if not create:
-                _require_studies(url)
-            storage = _connect(url, heartbeat_interval, grace_period)
+            storage = _connect(url, heartbeat_interval, grace_period, create=create)
             break
-        except (sqlalchemy.exc.ArgumentError, ImportError):
-            # The URL itself is not echoed: it may carry a password.
-            raise StudyError(
-                "the storage URL (HPO_STORAGE / --storage) is not a database URL face-hpo can use; use "
-                "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB or sqlite:///PATH."
-            ) from None
         except sqlalchemy.exc.SQLAlchemyError as error:
-            if not _worth_waiting(url, error) or time.monotonic() + delay > deadline:
+            remaining = deadline - time.monotonic()
+            if not _worth_waiting(url, error) or remaining <= 0:
                 raise _unusable(url, error, wait) from None
             if not warned:
                 _logger.warning(
@@ -224,25 +217,36 @@ def open_storage(
                     wait,
                 )
                 warned = True
-            time.sleep(delay)
+            time.sleep(min(delay, remaining))
             delay = min(2 * delay, _MAX_DELAY)
     storage.retry_for = retry_for
     return storage
 
 
-def _connect(url: str, heartbeat_interval: int | None, grace_period: int | None) -> ResilientStorage:
+def _connect(
+    url: str, heartbeat_interval: int | None, grace_period: int | None, *, create: bool
+) -> ResilientStorage:
     # SQLite is one file on one machine: no connection pool to keep alive.
     engine_kwargs: dict[str, Any] = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        retry_stale = RetryHeartbeatStaleTrialCallback() if heartbeat_interval else None
-        return ResilientStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=retry_stale,
-        )
+    try:
+        if not create:
+            _require_studies(url)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            retry_stale = RetryHeartbeatStaleTrialCallback() if heartbeat_interval else None
+            return ResilientStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=retry_stale,
+            )
+    except (sqlalchemy.exc.ArgumentError, ImportError):
+        # The URL itself is not echoed: it may carry a password.
+        raise StudyError(
+            "the storage URL (HPO_STORAGE / --storage) is not a database URL face-hpo can use; use "
+            "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB or sqlite:///PATH."
+        ) from None
 
 
 def _require_studies(url: str) -> None:
