@@ -22,6 +22,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 BUILD = "build.json"  # inside shards/: the fingerprint and shard layout every shard there was made with
+# What a build record holds, with its JSON type (see data.shards.build_record).
+_BUILD_KINDS = {"fingerprint": dict, "counts": dict, "views": dict, "shard_size": int, "batch_size": int}
+_BUILD_KINDS |= {"shards": int}
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,12 @@ def open_cache(path: Path, *, expect: Mapping[str, object] | None = None) -> Cac
             f"the cache at {path} has format version {version!r}, complete={manifest.get('complete')!r}; "
             f"this face-hpo reads complete caches of version {FORMAT_VERSION}: rebuild it with `hpo embed`."
         )
+    problem = manifest_problem(manifest)
+    if problem is not None:
+        raise CacheError(
+            f"the cache at {path} is damaged: its {MANIFEST} {problem}; delete {path} and rebuild it with "
+            "`hpo embed`."
+        )
     if expect is not None:
         check_fingerprint(path, manifest["fingerprint"], expect, holder="cache")
     for split, entry in manifest["splits"].items():
@@ -93,6 +102,12 @@ def open_cache(path: Path, *, expect: Mapping[str, object] | None = None) -> Cac
             raise CacheError(
                 f"the cache at {path} lacks {', '.join(missing)}; delete it and rebuild it with `hpo embed`."
             )
+        damaged = split_problem(path / split, entry, int(manifest["dim"]))
+        if damaged is not None:
+            raise CacheError(
+                f"the cache at {path} is damaged: {split}/{damaged}; delete {path} and rebuild it with "
+                "`hpo embed`."
+            )
     return Cache(
         path=path,
         manifest=manifest,
@@ -100,6 +115,72 @@ def open_cache(path: Path, *, expect: Mapping[str, object] | None = None) -> Cac
         dim=int(manifest["dim"]),
         splits=tuple(manifest["splits"]),
     )
+
+
+def manifest_problem(manifest: Mapping[str, Any]) -> str | None:
+    """What a finished cache's manifest lacks that readers use (as a phrase), or None when nothing."""
+    if not isinstance(manifest.get("fingerprint"), dict):
+        return "has no 'fingerprint' object"
+    if not _is_count(manifest.get("dim")) or manifest["dim"] < 1:
+        return f"has 'dim' {manifest.get('dim')!r}, not a positive integer"
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict) or not splits:
+        return "has no 'splits' object"
+    for split, entry in splits.items():
+        if not (isinstance(entry, dict) and _is_count(entry.get("count")) and _is_count(entry.get("views"))):
+            return f"has split {split!r} as {json.dumps(entry)}, not an object with a count and views"
+        if entry["views"] < 1:
+            return f"has split {split!r} with {entry['views']} views"
+    if not isinstance(manifest.get("skipped", []), list):
+        return "has 'skipped' that is not a list"
+    return None
+
+
+def split_problem(directory: Path, entry: Mapping[str, int], dim: int) -> str | None:
+    """Which array or index of a split directory does not hold what its manifest entry says, or None.
+
+    Reads only the ``.npy`` headers and sizes, so a truncated or rewritten array is found before it is
+    memory-mapped (numpy's mmap of a short file fails deep inside a worker).
+    """
+    count = entry["count"]
+    expected: dict[str, tuple[tuple[int, int], np.dtype[Any]]] = {
+        "labels.npy": ((count, 3), np.dtype(np.int8))
+    }
+    expected |= {f"view-{view}.npy": ((count, dim), np.dtype(np.float32)) for view in range(entry["views"])}
+    for name, (shape, dtype) in expected.items():
+        problem = npy_problem(directory / name, shape, dtype)
+        if problem is not None:
+            return f"{name} {problem}"
+    lines = len((directory / "files.txt").read_bytes().splitlines())
+    if lines != count:
+        return f"files.txt lists {lines} images where the manifest counts {count}"
+    return None
+
+
+def npy_problem(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+    """Why ``path`` is not a whole ``.npy`` file of a ``dtype`` array of ``shape`` (a phrase), or None."""
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            found_shape, _, found_dtype = read_header(handle)
+            offset = handle.tell()
+    except (ValueError, OSError) as error:
+        return f"is not a readable .npy array ({error})"
+    if found_shape != shape or found_dtype != dtype:
+        return f"holds a {found_dtype} array of shape {found_shape}, the manifest says {dtype} {shape}"
+    size, needed = path.stat().st_size, offset + int(np.prod(shape)) * dtype.itemsize
+    if size != needed:
+        return f"has {size} bytes where its {dtype} {shape} array needs {needed} (truncated or overwritten)"
+    return None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def fingerprint_differences(
@@ -171,7 +252,16 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def read_build(cache_dir: Path) -> dict[str, Any] | None:
     """The build record of the partial cache at ``cache_dir``, or None when no shard was started."""
-    return read_json(cache_dir / SHARDS / BUILD)
+    build = read_json(cache_dir / SHARDS / BUILD)
+    if build is None:
+        return None
+    wrong = [key for key, kind in _BUILD_KINDS.items() if not isinstance(build.get(key), kind)]
+    if wrong:
+        raise CacheError(
+            f"{cache_dir / SHARDS / BUILD} is damaged (no valid {', '.join(wrong)}); delete "
+            f"{cache_dir / SHARDS} and run `hpo embed` again."
+        )
+    return build
 
 
 def count_done_shards(cache_dir: Path) -> tuple[int, int]:

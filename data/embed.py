@@ -262,7 +262,7 @@ def _refuse_skips(root: Path, table: Table, skipped: Sequence[int], strict: bool
         name = table.files[skipped[0]]
         raise DatasetError(
             f"image {name} ({table.csv.name} line {table.line(skipped[0])}) cannot be decoded: "
-            f"{_reason(root / name)}; replace or remove it, or run without --strict to skip it."
+            f"{_reason(root / name).rstrip('.')}; replace or remove it, or run without --strict to skip it."
         )
 
 

@@ -217,13 +217,27 @@ def _write_split_index(directory: Path, files: Sequence[str], labels: np.ndarray
 
 
 def _read_record(cache_dir: Path, shard: Shard) -> dict[str, Any]:
-    record = read_json(cache_dir / SHARDS / shard.stem.with_suffix(".json"))
+    path = cache_dir / SHARDS / shard.stem.with_suffix(".json")
+    record = read_json(path)
     if record is None:
         raise CacheError(
             f"shard {shard.stem} of the cache at {cache_dir} is missing; run `hpo embed` again with the "
             "same settings."
         )
+    files, rows, skipped = (record.get(key) for key in ("files", "rows", "skipped"))
+    if not (isinstance(files, list) and isinstance(rows, list) and isinstance(skipped, list)):
+        raise _damaged_shard(cache_dir, shard, f"{path.name} lacks its files, rows or skipped lists")
+    if len(files) != len(rows):
+        raise _damaged_shard(cache_dir, shard, f"{path.name} lists {len(files)} files for {len(rows)} rows")
     return record
+
+
+def _damaged_shard(cache_dir: Path, shard: Shard, problem: str) -> CacheError:
+    stem = cache_dir / SHARDS / shard.stem
+    return CacheError(
+        f"shard {shard.stem} of the cache at {cache_dir} is damaged ({problem}); delete "
+        f"{stem}.json and {stem}.npy, then run `hpo embed` again to recompute it."
+    )
 
 
 def _join_arrays(cache_dir: Path, path: Path, shards: Sequence[Shard], shape: tuple[int, int]) -> None:
@@ -236,7 +250,12 @@ def _join_arrays(cache_dir: Path, path: Path, shards: Sequence[Shard], shape: tu
         rows = 0
         for shard in shards:
             part = cache_dir / SHARDS / shard.stem.with_suffix(".npy")
-            array = np.load(part, allow_pickle=False)
+            try:
+                array = np.load(part, allow_pickle=False)
+            except (ValueError, EOFError) as error:  # truncated or overwritten; a missing one is caught above
+                raise _damaged_shard(
+                    cache_dir, shard, f"{part.name} is not a readable array: {error}"
+                ) from None
             if array.dtype != np.float32 or array.ndim != 2 or array.shape[1] != shape[1]:
                 raise CacheError(
                     f"shard {part} holds a {array.dtype} array of shape {array.shape}, expected (rows, "

@@ -24,6 +24,7 @@ from data.embed import BASE_KEYS
 from data.errors import CacheError, ConfigError
 from data.labels import HEADS, VOCABULARIES
 from model.head import HeadConfig
+from model.loading import load_keras_file
 
 CARD_FORMAT_VERSION = 1
 CARD = "model_card.json"
@@ -34,6 +35,15 @@ INPUT_NAME = "image"
 KERAS_KIND = "keras"  # one Keras model: image -> outputs
 HEAD_KIND = "head+predictor"  # the head alone; the predictor runs the base first
 MODEL_FILES = {KERAS_KIND: KERAS_FILE, HEAD_KIND: HEAD_FILE}
+# The card's entries that loading, prediction and evaluation read, with their JSON types.
+CARD_READ = {
+    "base": dict,
+    "cache_fingerprint": dict,
+    "parts": dict,
+    "study": dict,
+    "weights": str,
+    "files": list,
+}
 
 
 def join_model(base: keras.Model, head: keras.Model) -> keras.Model:
@@ -160,6 +170,9 @@ def read_card(path: Path) -> dict[str, Any]:
             f"{card_path} has kind {card.get('kind')!r}; this face-hpo reads {' or '.join(MODEL_FILES)}: "
             "export the model again."
         )
+    missing = [key for key, kind in CARD_READ.items() if not isinstance(card.get(key), kind)]
+    if missing:
+        raise ConfigError(f"{card_path} is damaged: it lacks {', '.join(missing)}; export the model again.")
     for name in card.get("files", []):
         if not (path / name).is_file():
             raise ConfigError(
@@ -172,7 +185,8 @@ def read_card(path: Path) -> dict[str, Any]:
 def load_export(path: Path) -> ExportedModel:
     """Load the export at ``path`` (``model.keras`` or ``head.keras``) in Keras safe mode (no pickles)."""
     card = read_card(path)
-    model = keras.saving.load_model(path / MODEL_FILES[card["kind"]], safe_mode=True)
+    fix = "copy the whole export again, or export the model again with `hpo export-best`."
+    model = load_keras_file(path / MODEL_FILES[card["kind"]], what="model file", fix=fix)
     return ExportedModel(path=path, model=model, card=card)
 
 

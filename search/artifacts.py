@@ -6,6 +6,7 @@ A head is saved as a Keras file (``.keras``: no pickles, loads in safe mode) int
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +17,9 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
+from data.outdir import creation_problem
 from model.head import HeadConfig
-from search.errors import StudyError
+from search.errors import SetupError, StudyError
 from search.records import ARTIFACT_ATTR, MAX_GAP_ATTR, SETTINGS_ATTR, StudySettings, trial_config
 from search.study import complete_trial
 
@@ -29,6 +31,23 @@ def artifact_store(artifact_dir: Path) -> FileSystemArtifactStore:
     """The file-system store under ``artifact_dir`` (created if missing)."""
     artifact_dir.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(artifact_dir)
+
+
+def check_artifact_store(artifact_dir: Path) -> None:
+    """Refuse, before any trial, an artifact directory no head could be stored in; creates nothing.
+
+    Otherwise each trial that is a new best would train, then fail to store its head.
+    """
+    fix = "pass --artifacts (HPO_ARTIFACTS) a directory every worker can write."
+    if artifact_dir.exists():
+        if not artifact_dir.is_dir():
+            raise SetupError(f"artifact store {artifact_dir} is a file, not a directory; {fix}")
+        if not os.access(artifact_dir, os.W_OK | os.X_OK):
+            raise SetupError(f"artifact store {artifact_dir} is not writable; {fix}")
+        return
+    problem = creation_problem(artifact_dir)
+    if problem is not None:
+        raise SetupError(f"cannot create artifact store {artifact_dir}: {problem}; {fix}")
 
 
 def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -55,13 +74,24 @@ def deserves_head(study: optuna.Study, values: Sequence[float], settings: StudyS
 
 
 def store_head(trial: optuna.Trial, model: keras.Model, artifact_dir: Path) -> str:
-    """Save ``model`` as a ``.keras`` artifact of ``trial``; record and return the artifact id."""
-    with tempfile.TemporaryDirectory(prefix="hpo-head-") as scratch:
-        path = Path(scratch) / f"head-trial-{trial.number}.keras"
-        model.save(path)
-        artifact_id = upload_artifact(
-            artifact_store=artifact_store(artifact_dir), file_path=str(path), study_or_trial=trial
-        )
+    """Save ``model`` as a ``.keras`` artifact of ``trial``; record and return the artifact id.
+
+    A file-system failure (the store gone, unwritable or full) is a SetupError naming the store.
+    """
+    try:
+        with tempfile.TemporaryDirectory(prefix="hpo-head-") as scratch:
+            path = Path(scratch) / f"head-trial-{trial.number}.keras"
+            model.save(path)
+            artifact_id = upload_artifact(
+                artifact_store=artifact_store(artifact_dir), file_path=str(path), study_or_trial=trial
+            )
+    except OSError as error:
+        raise SetupError(
+            f"cannot store the head of trial {trial.number} in artifact store {artifact_dir}: "
+            f"{error.strerror or error}; fix it or pass --artifacts (HPO_ARTIFACTS) another directory, "
+            "then start the worker again (the trial is queued again).",
+            trial=trial.number,
+        ) from error
     trial.set_user_attr(ARTIFACT_ATTR, artifact_id)
     return artifact_id
 
@@ -117,7 +147,12 @@ def load_best_head(
                 f"the head of trial {chosen.number} (artifact {artifact_id}) is not in {artifact_dir}; "
                 "point --artifacts (HPO_ARTIFACTS) at the directory the workers wrote, or use --retrain"
             ) from None
-        import keras
+        from model.loading import load_keras_file
 
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        what, shown = (
+            f"the stored head of trial {chosen.number}",
+            f"(artifact {artifact_id} in {artifact_dir})",
+        )
+        fix = "add --retrain to train it again from its parameters."
+        model = load_keras_file(path, what=what, fix=fix, compile=False, shown=shown)
     return model, config, chosen

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from data.cachedir import check_cache_base
+from data.cachedir import check_cache_base, claim_cache_dir
 from data.embed import EmbedOptions, EmbedReport, Progress, cache_fingerprint, plan_embedding, run_embedding
 from data.errors import ConfigError
 from data.fairface import PAPER_SPLIT_SEED, load_tables
@@ -54,10 +54,13 @@ def embed_dataset(
         limit=limit,
         options=options,
     )
-    plan = plan_embedding(tables, settings.cache_dir, fingerprint, options)
-    encode = base.make_encoder()
-    try:
-        report = run_embedding(plan, root, encode, on_progress=on_progress, counts=encode.stats)
-    finally:
-        encode.close()
+    plan_embedding(tables, settings.cache_dir, fingerprint, options)  # refuses a bad cache, writes nothing
+    with claim_cache_dir(settings.cache_dir, options.part):
+        # Planned again under the lock: a writer that held it may have finished shards, or the cache.
+        plan = plan_embedding(tables, settings.cache_dir, fingerprint, options)
+        encode = base.make_encoder()
+        try:
+            report = run_embedding(plan, root, encode, on_progress=on_progress, counts=encode.stats)
+        finally:
+            encode.close()
     return EmbedRun(report, encode.notes() if report.embedded else [])

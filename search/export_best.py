@@ -6,8 +6,6 @@ Keras bases (vggface) give one joined model; other bases (dlib-resnet) give the 
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from optuna.trial import FrozenTrial
 
 from data.cache import Cache, open_cache
 from data.errors import ConfigError
+from data.outdir import check_new_dir, staged_dir
 from model.bases import Base, resolve_base
 from model.head import HeadConfig
 from search.artifacts import best_trial, load_best_head
@@ -84,8 +83,7 @@ def export_best(
     """
     if ensemble is not None and (trial is not None or retrain):
         raise ConfigError("--ensemble picks its own heads; it cannot be combined with --trial or --retrain.")
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"--out {out} exists and is not empty; choose a new directory or delete it.")
+    check_new_dir(out, flag="--out")
     study = open_study(open_storage_for(settings.storage_url), settings.study)
     record = read_record(study)
     cache = open_cache(settings.cache_dir)
@@ -96,14 +94,8 @@ def export_best(
     else:
         head = single_head(study, record, cache, settings.artifact_dir, trial, retrain, on_step)
     # Written beside ``out`` and renamed into place, so an interrupted export leaves no half model behind.
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    try:
+    with staged_dir(out, on_step=on_step) as partial:
         _write_export(partial, head, base, cache, study, record, on_step)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        partial.rename(out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     return out
 
 
@@ -123,8 +115,8 @@ def single_head(
         head = retrain_head(chosen, cache, record)
     else:
         require_stored_head(study, chosen, record)
-        on_step(f"loading the stored head of trial {chosen.number}")
         head = stored_head(study, chosen, artifact_dir)
+        on_step(f"exporting the stored head of trial {chosen.number}")  # once loaded: an error stays one line
     return head
 
 

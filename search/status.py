@@ -153,7 +153,7 @@ def study_summaries(storage_url: str) -> list[dict[str, Any]]:
     from search.study import open_study
     from search.worker import progress
 
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, create=False)
     rows = []
     for summary in sorted(storage.get_all_studies(), key=lambda s: s.study_name):
         recorded = summary.user_attrs.get(SETTINGS_ATTR, {})
@@ -169,6 +169,6 @@ def status_of(settings: Settings) -> dict[str, Any]:
     from search.storage import open_storage
     from search.study import open_study
 
-    storage = open_storage(settings.storage_url)
+    storage = open_storage(settings.storage_url, create=False)
     study = open_study(storage, settings.study)
     return study_status(study, storage, read_record(study))

@@ -11,6 +11,7 @@ import time
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy
@@ -188,21 +189,52 @@ def open_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     retry_for: float = RETRY_FOR,
+    create: bool = True,
+    wait: float = 0.0,
 ) -> ResilientStorage:
-    """Connect to the study database (creating Optuna's tables if needed).
+    """Connect to the study database (creating Optuna's tables if needed, unless ``create`` is false).
 
     With ``heartbeat_interval`` set, running trials beat every that many seconds, and a trial silent for
-    ``grace_period`` seconds is failed and queued again with the same parameters.
-    Raises StudyError naming the host and port (never the password) when the database cannot be reached.
+    ``grace_period`` seconds is failed and queued again with the same parameters. ``create=False`` (the
+    commands that only read or join a study) refuses a database with no studies instead of making one.
+    ``wait`` is how long to wait for a server that cannot be reached yet (a worker started while the
+    database restarts). Raises StudyError naming the host and port (never the password) otherwise.
     """
-    is_sqlite = url.startswith("sqlite")
+    deadline, delay, warned = time.monotonic() + wait, _FIRST_DELAY, False
+    while True:
+        try:
+            storage = _connect(url, heartbeat_interval, grace_period, create=create)
+            break
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            remaining = deadline - time.monotonic()
+            if not _worth_waiting(url, error) or remaining <= 0:
+                raise _unusable(url, error, wait) from None
+            if not warned:
+                _logger.warning(
+                    "study database at %s unreachable (%s); waiting up to %.0f s for it",
+                    database_location(url),
+                    _first_line(error),
+                    wait,
+                )
+                warned = True
+            time.sleep(min(delay, remaining))
+            delay = min(2 * delay, _MAX_DELAY)
+    storage.retry_for = retry_for
+    return storage
+
+
+def _connect(
+    url: str, heartbeat_interval: int | None, grace_period: int | None, *, create: bool
+) -> ResilientStorage:
     # SQLite is one file on one machine: no connection pool to keep alive.
-    engine_kwargs: dict[str, Any] = {} if is_sqlite else {"pool_pre_ping": True}
+    engine_kwargs: dict[str, Any] = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
+        if not create:
+            _require_studies(url)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             retry_stale = RetryHeartbeatStaleTrialCallback() if heartbeat_interval else None
-            storage = ResilientStorage(
+            return ResilientStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
@@ -215,10 +247,49 @@ def open_storage(
             "the storage URL (HPO_STORAGE / --storage) is not a database URL face-hpo can use; use "
             "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB or sqlite:///PATH."
         ) from None
-    except sqlalchemy.exc.SQLAlchemyError as error:
+
+
+def _require_studies(url: str) -> None:
+    """Refuse a database that holds no studies, without creating anything (RDBStorage creates its tables)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
         raise StudyError(
-            f"cannot reach the study database at {database_location(url)} ({render_url(url)}): "
-            f"{_first_line(error)}; check that the server runs and the URL (HPO_STORAGE / --storage)."
-        ) from None
-    storage.retry_for = retry_for
-    return storage
+            f"no study database at {database_location(url)}; create a study with `hpo study create`, or "
+            "point --storage (HPO_STORAGE) or --workdir at the database that holds it."
+        )
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            found = sqlalchemy.inspect(connection).has_table(models.StudyModel.__tablename__)
+    finally:
+        engine.dispose()
+    if not found:
+        raise StudyError(
+            f"the database at {database_location(url)} ({render_url(url)}) holds no studies (no Optuna "
+            "tables); create one with `hpo study create`, or check --storage (HPO_STORAGE)."
+        )
+
+
+# A server that answers but refuses: waiting for it changes nothing.
+_REFUSALS = ("authentication failed", "does not exist", "no password supplied")
+
+
+def _worth_waiting(url: str, error: BaseException) -> bool:
+    if url.startswith("sqlite") or not is_connection_error(error):
+        return False
+    return not any(phrase in _first_line(error) for phrase in _REFUSALS)
+
+
+def _unusable(url: str, error: BaseException, waited: float) -> StudyError:
+    if url.startswith("sqlite"):
+        folder = Path(make_url(url).database or "").parent
+        why = _first_line(error) if folder.is_dir() else f"directory {folder} does not exist"
+        return StudyError(
+            f"cannot open the study database, {database_location(url)}: {why}; check --storage "
+            "(HPO_STORAGE) or --workdir."
+        )
+    within = f" within {waited:.0f} s" if waited and _worth_waiting(url, error) else ""
+    return StudyError(
+        f"cannot reach the study database at {database_location(url)} ({render_url(url)}){within}: "
+        f"{_first_line(error)}; check that the server runs and the URL (HPO_STORAGE / --storage)."
+    )

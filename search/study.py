@@ -135,14 +135,17 @@ def open_study(
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
 
 
-def open_storage_for(url: str, record: StudyRecord | None = None) -> ResilientStorage:
-    """The storage with the heartbeat the study's settings ask for (none without a record)."""
+def open_storage_for(url: str, record: StudyRecord | None = None, *, wait: float = 0.0) -> ResilientStorage:
+    """The database of an existing study (never created here), with the heartbeat the study's settings
+    ask for (none without a record); ``wait``: seconds to wait for a server not reachable yet."""
     if record is None:
-        return open_storage(url)
+        return open_storage(url, create=False, wait=wait)
     return open_storage(
         url,
         heartbeat_interval=record.settings.heartbeat_interval,
         grace_period=record.settings.grace_period,
+        create=False,
+        wait=wait,
     )
 
 

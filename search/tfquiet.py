@@ -18,8 +18,11 @@ def import_tensorflow_quietly() -> None:
     """
     if "tensorflow" in sys.modules:
         return
-    # The log level still silences what TensorFlow writes after start-up (per-op and per-file notices).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The log level silences what TensorFlow writes after start-up, read once as it loads: 3 drops its
+    # C++ errors too (e.g. libjpeg's "Premature end of JPEG data" for each bad image), which only repeat
+    # what the one-line error says. An explicit 0 or 1 (debugging TensorFlow itself) is kept.
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") not in ("0", "1"):
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     sys.stderr.flush()
     saved = os.dup(2)
     try:

@@ -26,13 +26,16 @@ from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from data.cache import Cache, open_cache
 from data.errors import HpoError
-from search.errors import StudyError
+from search.artifacts import check_artifact_store
+from search.errors import SetupError, StudyError
 from search.objective import TrialAborted
-from search.records import StudySettings, read_record
+from search.records import StudyRecord, StudySettings, read_record
 from search.settings import Settings
-from search.storage import ResilientStorage
+from search.storage import RETRY_FOR, ResilientStorage
 from search.study import check_cache, open_storage_for, open_study
+from search.workerlog import configure_logging
 
 N_STARTUP_TRIALS = 10  # random trials before TPE models the space (it has ~20 parameters)
 MAX_FAILURES_IN_A_ROW = 5  # then the worker stops: a bug or a broken setup, not one bad head
@@ -138,7 +141,6 @@ def _requeue(study: optuna.Study, number: int) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 RetryHeartbeatStaleTrialCallback()(study, trial)
-            _logger.info("trial %d failed by the stop and queued again", number)
 
 
 def _log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -175,7 +177,13 @@ def run_trials(
             study.optimize(objective, n_trials=1, callbacks=[_log_trial])
         except TrialAborted as aborted:
             _requeue(study, aborted.number)
+            _logger.info("%s; queued again", aborted)
             break
+        except SetupError as error:
+            # Not the head's fault: stop before the next trial meets the same cause and burns the budget.
+            if error.trial is not None:
+                _requeue(study, error.trial)
+            raise
         except UpdateFinishedTrialError as error:
             # Another worker failed this trial as stale (e.g. a database outage outlasted the grace
             # period); its retry is queued, so the result is not lost, only recomputed.
@@ -213,23 +221,34 @@ def settle_running(study: optuna.Study, storage: ResilientStorage, settings: Stu
         time.sleep(1.0)
 
 
+def prepare(spec: WorkerSpec, *, wait: float = RETRY_FOR) -> tuple[StudyRecord, Cache]:
+    """Check everything a worker's trials rely on, before the first: the study (waiting up to ``wait``
+    seconds for its database), the cache against the study, the artifact store. Returns the study's
+    record and the opened cache; the first problem found is an HpoError."""
+    plain = open_storage_for(spec.storage_url, wait=wait)
+    try:
+        study = open_study(plain, spec.study_name)
+        record = read_record(study)
+        cache = open_cache(spec.cache_dir)
+        check_cache(study, cache)
+    finally:
+        plain.engine.dispose()
+    check_artifact_store(spec.artifact_dir)
+    return record, cache
+
+
 def run_worker(spec: WorkerSpec, stop: StopFlag) -> int:
     """Run one worker in this process until the budget is met or ``stop`` is set; the trials it finished."""
     if spec.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = spec.gpu  # before TensorFlow is first imported
-    from data.cache import open_cache
     from search.objective import TrialRunner
 
-    plain = open_storage_for(spec.storage_url)
-    record = read_record(open_study(plain, spec.study_name))
-    plain.engine.dispose()
+    record, cache = prepare(spec)
     settings = record.settings
-    storage = open_storage_for(spec.storage_url, record)
+    storage = open_storage_for(spec.storage_url, record, wait=RETRY_FOR)
     study = open_study(
         storage, spec.study_name, sampler=make_sampler(settings, spec.index), pruner=make_pruner(settings)
     )
-    cache = open_cache(spec.cache_dir)
-    check_cache(study, cache)
     from model.train_data import TrainData
 
     data = TrainData.from_cache(cache)
@@ -247,19 +266,6 @@ def run_worker(spec: WorkerSpec, stop: StopFlag) -> int:
     done, _ = progress(study)
     _logger.info("finished %d trial(s); the study has %d of %d", finished, done, settings.budget)
     return finished
-
-
-def configure_logging(index: int) -> None:
-    """One line per event on stderr, tagged with the worker index; Optuna's own chatter off."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s hpo worker {index}: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Each trial builds new tf.functions by design, so TensorFlow's retracing warnings are noise here.
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def worker_main(spec: WorkerSpec) -> int:

@@ -103,9 +103,10 @@ class Base(ABC):
                 f"{holder} was embedded with the {recorded['base']} base, not {self.name}: {seen}. "
                 f"Pass --base {recorded['base']}, or embed a new cache with --base {self.name}."
             )
+        # The commands that check this compute in the recorded dtype and have no --dtype flag.
         raise WeightsError(
             f"{holder} was embedded with other {self.name} settings: {seen}. Pass the --weights "
-            "(HPO_WEIGHTS) and --dtype it was embedded with, or embed a new cache."
+            "(HPO_WEIGHTS) it was embedded with, or embed a new cache."
         )
 
 

@@ -94,14 +94,19 @@ def _fetch_vggface(cache_dir: Path, origin: str) -> Path:
     target = cache_dir / WEIGHTS_SUBDIR / WEIGHTS_FILENAME
     if target.is_file():
         return target
+    # get_file silently falls back to /tmp/.keras when cache_dir does not exist yet: make the folders,
+    # and remove those made here again if the download fails (an empty models/vggface helps no one).
+    made = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
     try:
-        # get_file silently falls back to /tmp/.keras when cache_dir does not exist yet.
         target.parent.mkdir(parents=True, exist_ok=True)
         with _socket_timeout(DOWNLOAD_TIMEOUT_S):
             fetched = keras.utils.get_file(
                 WEIGHTS_FILENAME, origin, cache_subdir=WEIGHTS_SUBDIR, cache_dir=str(cache_dir)
             )
     except Exception as error:  # get_file raises a bare Exception for every URL failure
+        for folder in made:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise WeightsError(
             f"the VGG-Face weights are not in the Keras cache ({target}) and downloading them from {origin} "
             f"failed: {error}. No network? Put {WEIGHTS_FILENAME} at {target}, or {_FIX}."

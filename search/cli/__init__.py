@@ -55,8 +55,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("hpo: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as error:
+        # Click's own form is four lines (usage, hint, blank, error); one line says the same.
+        where = error.ctx.command_path if error.ctx is not None else "hpo"
+        message = error.format_message()
+        end = "" if message.endswith((".", "?")) else "."
+        click.echo(f"hpo: error: {message}{end} See `{where} --help`.", err=True)
+        sys.exit(2)
     except click.ClickException as error:
-        error.show()
+        click.echo(f"hpo: error: {error.format_message()}", err=True)
         sys.exit(2)
     if isinstance(code, int) and code != 0:
         sys.exit(code)

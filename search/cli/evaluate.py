@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from data.errors import ConfigError
+from data.outdir import check_new_dir
 from search.cli.options import (
     batch_size_option,
     cache_option,
@@ -58,6 +59,7 @@ def evaluate(
         raise ConfigError(
             "give one of --dataset and --cache, not both: they are two ways to the same report."
         )
+    check_new_dir(out, flag="--out")  # before the evaluation, which can take an hour on images
     # A --cache flag wins over HPO_DATASET; otherwise the dataset (flag or environment) wins.
     dataset = None if given["cache"] else settings.dataset
     progress = ProgressLine(sys.stderr, label="evaluate")

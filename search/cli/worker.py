@@ -63,10 +63,12 @@ def worker(
     """
     import_tensorflow_quietly()
     from search.launcher import describe_slots, launch, plan_slots
-    from search.worker import WorkerSpec
+    from search.worker import WorkerSpec, prepare
 
     slots = plan_slots(gpus or "all", per_gpu=per_gpu, n_workers=n_workers)
+    spec = WorkerSpec.from_settings(settings)
+    prepare(spec)  # a bad study, cache or artifact store: one line here, not one per worker process
     click.echo(f"hpo worker: {describe_slots(slots)}", err=True)
-    code = launch(WorkerSpec.from_settings(settings), slots, first_index=first_index)
+    code = launch(spec, slots, first_index=first_index)
     if code:
         sys.exit(code)

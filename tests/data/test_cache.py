@@ -220,3 +220,35 @@ def test_open_cache_missing_array_named(tmp_path: Path) -> None:
         CacheError, match=r"lacks train/view-1\.npy; delete it and rebuild it with `hpo embed`\."
     ):
         open_cache(tmp_path)
+
+
+def test_open_cache_checks_arrays_and_index_against_the_manifest(tmp_path: Path) -> None:
+    finalize(tmp_path, write_all_shards(tmp_path), LABELS)
+    view = tmp_path / "train" / "view-1.npy"
+    whole = view.read_bytes()
+    view.write_bytes(whole[:-4])
+    with pytest.raises(
+        CacheError,
+        match=r"is damaged: train/view-1\.npy has 204 bytes where its float32 \(5, 4\) array needs 208 "
+        r"\(truncated or overwritten\); delete .* and rebuild it with `hpo embed`\.$",
+    ):
+        open_cache(tmp_path)
+    np.save(view, np.zeros((5, 4), np.float64))
+    with pytest.raises(
+        CacheError, match=r"view-1\.npy holds a float64 array of shape \(5, 4\), the manifest"
+    ):
+        open_cache(tmp_path)
+    view.write_bytes(whole)
+    (tmp_path / "val" / "files.txt").write_text("val/1.jpg\n")
+    with pytest.raises(CacheError, match=r"val/files\.txt lists 1 images where the manifest counts 3"):
+        open_cache(tmp_path)
+
+
+def test_finalize_damaged_shard_named_with_the_fix(tmp_path: Path) -> None:
+    build = write_all_shards(tmp_path)
+    shard = shard_grid(build)[1]
+    (tmp_path / SHARDS / shard.stem.with_suffix(".npy")).write_bytes(b"\x93NUMPY")
+    with pytest.raises(
+        CacheError, match=rf"shard {shard.stem} of the cache at .* is damaged \(.*\); delete .*json"
+    ):
+        finalize(tmp_path, build, LABELS)

@@ -1,11 +1,22 @@
 from __future__ import annotations
 
 import inspect
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import pytest
 from optuna.storages import RDBStorage
 
-from search.storage import WRAPPED, ResilientStorage, database_location, is_connection_error, render_url
+from search.errors import StudyError
+from search.storage import (
+    WRAPPED,
+    ResilientStorage,
+    database_location,
+    is_connection_error,
+    open_storage,
+    render_url,
+)
 
 
 @pytest.mark.parametrize("name", [name for name in WRAPPED if name != "heartbeat_ages"])
@@ -45,3 +56,29 @@ def test_is_connection_error_follows_the_cause_chain() -> None:
     except RuntimeError as outer:
         assert is_connection_error(outer)
     assert not is_connection_error(ValueError("no"))
+
+
+def test_read_only_open_of_an_empty_database_creates_nothing(
+    fresh_database: Callable[[str], AbstractContextManager[str]],
+) -> None:
+    import sqlalchemy
+
+    with fresh_database("hpo_empty") as url:
+        with pytest.raises(StudyError, match=r"holds no studies \(no Optuna tables\); create one with"):
+            open_storage(url, create=False)
+        engine = sqlalchemy.create_engine(url)
+        assert sqlalchemy.inspect(engine).get_table_names() == []
+        engine.dispose()
+
+
+def test_open_storage_waits_for_an_unreachable_server_then_names_it() -> None:
+    started = time.monotonic()
+    with pytest.raises(
+        StudyError, match=r"^cannot reach the study database at 127\.0\.0\.1:1 .* within 2 s: "
+    ):
+        open_storage("postgresql+psycopg2://hpo:pw@127.0.0.1:1/hpo", wait=2)
+    assert 1.5 <= time.monotonic() - started < 10
+    with pytest.raises(
+        StudyError, match=r"127\.0\.0\.1:1 \(postgresql\+psycopg2://hpo:\*\*\*@127\.0\.0\.1:1/hpo\): "
+    ):
+        open_storage("postgresql+psycopg2://hpo:pw@127.0.0.1:1/hpo")  # no wait: at once, no "within"

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import optuna
@@ -10,6 +9,7 @@ from optuna.trial import TrialState
 from support import RunHpo, create_args
 
 from data.cache import open_cache
+from data.shards import build_record, write_json
 from search.artifacts import load_best_head
 from search.errors import StudyError
 from search.records import CACHE_ATTR, CODE_ATTR, SETTINGS_ATTR, SPACE_ATTR, SPACE_SHA_ATTR, code_version
@@ -152,11 +152,12 @@ def test_create_study_cache_missing_or_incomplete(
     )
     partial = tmp_path / "partial"
     (partial / "shards").mkdir(parents=True)
-    shutil.copy(tiny_cache / "manifest.json", partial / "shards" / "build.json")
+    build = build_record({"w": 1}, counts={"train": 4}, views={"train": 1}, shard_size=2, batch_size=2)
+    write_json(partial / "shards" / "build.json", build)
     code, _, err = run_hpo(*create_args(pg_url, study_name, tiny_space, partial))
     assert (code, err) == (
         2,
-        f"hpo: error: the cache at {partial} is incomplete (0 of 0 shards embedded); run `hpo embed` again "
+        f"hpo: error: the cache at {partial} is incomplete (0 of 2 shards embedded); run `hpo embed` again "
         "with the same settings to finish it.\n",
     )
     assert study_name not in optuna.get_all_study_names(pg_url)

@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -153,11 +154,12 @@ def test_embed_existing_cache_other_weights_refused(
 def test_embed_corrupt_image_skipped_then_fatal_with_strict(tmp_path: Path, hpo: Hpo) -> None:
     root = copy_fixture(tmp_path)
     (root / "val" / "1.jpg").write_bytes(b"\xff\xd8 truncated")
-    reason = decode_error(root / "val" / "1.jpg")
+    reason = str(decode_error(root / "val" / "1.jpg"))
     strict = hpo(*embed_args(tmp_path / "strict", "--limit", "2", "--strict", root=root))
     assert (strict.returncode, strict.stdout) == (2, "")
     assert strict.stderr.splitlines() == [
-        f"hpo: error: image val/1.jpg (fairface_label_val.csv line 2) cannot be decoded: {reason}; "
+        # The reason's own period gives way to the ";".
+        f"hpo: error: image val/1.jpg (fairface_label_val.csv line 2) cannot be decoded: {reason[:-1]}; "
         "replace or remove it, or run without --strict to skip it."
     ]
     assert not (tmp_path / "strict").exists()
@@ -233,3 +235,41 @@ def test_embed_bad_input_one_line_exit_2_no_cache(case: str, tmp_path: Path, hpo
     assert re.search(BAD_INPUTS[case], lines[0]), lines[0]
     assert not cache.exists()
     assert not (tmp_path / "input" / "taken" / "cache").exists()
+
+
+def test_embed_second_writer_refused_while_the_first_finishes_the_cache(
+    tmp_path: Path, hpo: Hpo, hpo_env: dict[str, str]
+) -> None:
+    cache = tmp_path / "cache"
+    # All 56 fixture faces: the first run is still embedding when the second has started.
+    args = [
+        "embed",
+        "--dataset",
+        str(FIXTURE),
+        "--cache",
+        str(cache),
+        "--weights",
+        "random:0",
+        "--split",
+        "official",
+    ]
+    first = subprocess.Popen(
+        [str(HPO), *args], env=hpo_env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        lock = cache / ".embed-0-of-1.lock"
+        deadline = time.monotonic() + 120
+        while not (lock.is_file() and lock.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = hpo(*args)
+        out, _ = first.communicate(timeout=600)
+    finally:
+        first.kill()
+    assert (second.returncode, second.stdout) == (2, "")
+    assert second.stderr.splitlines() == [
+        f"hpo: error: the cache at {cache} is being written by another `hpo embed` (pid {first.pid} on "
+        f"{socket.gethostname()}) as --shard 0/1; wait for it to finish, or give each machine its own "
+        "--shard i/N."
+    ]
+    assert first.returncode == 0 and out.splitlines()[-1].startswith(f"cache complete: {cache} ")
+    assert sorted(p.name for p in cache.iterdir()) == ["manifest.json", "train", "val"]  # no shards/, no lock

@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
-from support import FIXTURE, RunHpo
+from support import FIXTURE, HPO, RunHpo
 
 from data.cache import open_cache
 from data.labels import HEADS
@@ -62,6 +67,13 @@ def searched(tmp_path_factory: pytest.TempPathFactory, tiny_space: Path) -> Sear
     return searched
 
 
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    return int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout
+    )
+
+
 def stored_outputs(searched: Searched, trial: int | None = None) -> dict[str, np.ndarray]:
     """The worker-stored head's outputs on the cache's test embeddings."""
     head, _, _ = load_best_head(open_study(open_storage_for(searched.url), "s"), searched.artifacts, trial)
@@ -72,10 +84,15 @@ def test_export_best_exports_the_stored_head_with_card_and_report(
     run_hpo: RunHpo, searched: Searched, tmp_path: Path
 ) -> None:
     out = tmp_path / "export"
+    # What an export killed with SIGKILL leaves: its partial directory, named by its host and (dead) pid.
+    stale = tmp_path / f".export.partial-{socket.gethostname()}-{dead_pid()}"
+    stale.mkdir()
+    (stale / "model.keras").write_bytes(b"half a model")
     code, stdout, err = run_hpo(*searched.args("s", out))
     assert code == 0, err
     assert stdout == f"{out}\n"
-    assert err.startswith("hpo export-best: loading the stored head of trial ")
+    assert err.startswith("hpo export-best: exporting the stored head of trial ")
+    assert f"hpo export-best: removed {stale}, left by a process that was killed\n" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no partial directory left behind
     best = open_study(open_storage_for(searched.url), "s").best_trial
     exported = load_export(out)
@@ -147,6 +164,23 @@ def test_export_best_trial_without_stored_head_suggests_retrain(
     )
 
 
+@pytest.mark.slow
+def test_export_best_sigterm_removes_its_partial_export(
+    hpo_env: dict[str, str], searched: Searched, tmp_path: Path
+) -> None:
+    command = [str(HPO), *searched.args("s", tmp_path / "export")]
+    process = subprocess.Popen(
+        command, env=hpo_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".export.partial-*/*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert (process.returncode, err.splitlines()[-1]) == (130, "hpo: aborted"), err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_export_best_refuses_weights_other_than_the_cache(
     run_hpo: RunHpo, searched: Searched, tmp_path: Path
 ) -> None:
@@ -156,8 +190,8 @@ def test_export_best_refuses_weights_other_than_the_cache(
     assert code == 2
     assert err == (
         f"hpo: error: the cache at {searched.cache} was embedded with other vggface settings: weights "
-        "'random:0' (asked: 'random:1'). Pass the --weights (HPO_WEIGHTS) and --dtype it was embedded with, "
-        "or embed a new cache.\n"
+        "'random:0' (asked: 'random:1'). Pass the --weights (HPO_WEIGHTS) it was embedded with, or embed a "
+        "new cache.\n"
     )
 
 
