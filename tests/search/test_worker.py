@@ -366,14 +366,20 @@ def test_worker_started_while_the_database_is_down_waits_for_it(
     command = [str(HPO), "worker", "--storage", url, "--study", study_name, "--cache", str(tiny_cache)]
     command += ["--artifacts", str(tmp_path / "artifacts"), "--gpus", "none"]
     process = subprocess.Popen(command, env=hpo_env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr or ()), daemon=True)
+    reader.start()
     try:
-        time.sleep(8)  # TensorFlow loads, then the worker finds no database
-        assert process.poll() is None, process.communicate()[1]
+        # The worker has found no database and waits (rather than exiting 2); then the database comes up.
+        wait_for(lambda: any("unreachable" in line for line in lines), timeout=120)
+        assert process.poll() is None, "".join(lines)
         forwarder.open()
-        code, err = finish(process)
+        code = process.wait(timeout=150)
+        reader.join(timeout=10)
     finally:
         process.kill()
         forwarder.close()
+    err = "".join(lines)
     assert code == 0, err
     assert f"study database at 127.0.0.1:{forwarder.port} unreachable" in err
     assert "waiting up to 600 s for it" in err
