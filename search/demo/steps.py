@@ -29,6 +29,7 @@ def search_steps(layout: DemoLayout, dataset: Path, options: DemoOptions) -> lis
     # No pruner: a pruned trial 0 would leave the closing table without the Table II head, and each trial
     # must train as long as the others for the comparison to be fair.
     study = ["study", "create", *where, "--budget", str(options.budget), "--epochs", str(options.epochs)]
+    study += ["--patience", str(options.patience)]
     return [
         ("embed the images with the frozen base (reused when already complete)", embed),
         ("create the study (the paper's Table II head is trial 0)", [*study, "--pruner", "none"]),

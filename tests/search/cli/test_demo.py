@@ -140,7 +140,7 @@ def test_demo_failing_step_exits_with_its_code(hpo: Hpo, tmp_path: Path) -> None
     embed = layout_for(tmp_path / "demo", missing, DemoOptions())
     assert demo == (
         f"hpo demo: step 1 `hpo embed --dataset {missing} --cache {embed.cache} --base dlib-resnet "
-        "--limit 500 --augment-views 1 --batch-size 32` failed with exit code 2; its message is above."
+        "--limit 400 --augment-views 1 --batch-size 32` failed with exit code 2; its message is above."
     )
 
 
@@ -196,7 +196,7 @@ def test_demo_smallest_run_writes_every_output_then_serves_the_dashboard(tmp_pat
     reason="the dlib-resnet base needs the optional extra: pip install 'face-hpo[dlib]'",
 )
 def test_demo_on_dlib_resnet_reports_real_accuracies(hpo: Hpo, tmp_path: Path) -> None:
-    options = DemoOptions(limit=120, augment_views=0)  # 360 real faces: well above chance, within a minute
+    options = DemoOptions(limit=120, augment_views=0)  # 360 real faces: enough to be well above chance
     size = ["--limit", "120", "--augment-views", "0", "--budget", "2", "--epochs", "20"]
     where = ["--workdir", str(tmp_path), "--dataset", str(SHARED_FAIRFACE), "--port", str(_free_port())]
     done = hpo("demo", *where, *size, timeout=600)
