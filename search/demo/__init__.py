@@ -66,7 +66,8 @@ def run_demo(
     runner.run(searching)
     runner.run(export_steps(layout, options, paper_head_stored=paper_head_stored(layout)))
     echo(f"\nhpo demo: finished in {elapsed(runner.started)} on {chosen.description}")
-    for line in [*outputs_summary(layout, options.port), "", *results_table(layout)]:
+    notes = [f"note: {chosen.note}"] if chosen.note else []
+    for line in [*outputs_summary(layout, options.port), "", *results_table(layout), *notes]:
         echo(line)
     if options.dashboard:
         serve_dashboard(layout, options.port, echo)
