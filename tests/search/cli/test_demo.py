@@ -196,8 +196,8 @@ def test_demo_smallest_run_writes_every_output_then_serves_the_dashboard(tmp_pat
     reason="the dlib-resnet base needs the optional extra: pip install 'face-hpo[dlib]'",
 )
 def test_demo_on_dlib_resnet_reports_real_accuracies(hpo: Hpo, tmp_path: Path) -> None:
-    options = DemoOptions(limit=120, augment_views=0)  # 360 real faces: enough to be well above chance
-    size = ["--limit", "120", "--augment-views", "0", "--budget", "2", "--epochs", "20"]
+    options = DemoOptions(limit=100, augment_views=0)  # 300 real faces: enough to be well above chance
+    size = ["--limit", "100", "--augment-views", "0", "--budget", "2", "--epochs", "20"]
     where = ["--workdir", str(tmp_path), "--dataset", str(SHARED_FAIRFACE), "--port", str(_free_port())]
     done = hpo("demo", *where, *size, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -205,11 +205,8 @@ def test_demo_on_dlib_resnet_reports_real_accuracies(hpo: Hpo, tmp_path: Path) -
     rows = {line.split("|")[1].strip(): line for line in done.stdout.splitlines() if line.startswith("| ")}
     for label, export in (("Table II head", layout.paper_export), ("best searched head", layout.export)):
         report = json.loads((export / "report" / "report.json").read_text(encoding="utf-8"))
-        assert (report["source"]["base"], report["source"]["split"], report["count"]) == (
-            "dlib-resnet",
-            "test",
-            120,
-        )
+        source = report["source"]
+        assert (source["base"], source["split"], report["count"]) == ("dlib-resnet", "test", 100)
         heads = report["heads"]
         # Chance balanced accuracy: 1/9 age, 1/7 race, 1/2 gender.
         assert heads["gender"]["balanced_accuracy"] > 0.7, heads["gender"]
@@ -217,5 +214,5 @@ def test_demo_on_dlib_resnet_reports_real_accuracies(hpo: Hpo, tmp_path: Path) -
         assert heads["age"]["balanced_accuracy"] > 0.2, heads["age"]
         row = rows[f"{label} (trial {report['source']['trial']})"]
         cells = [cell.strip() for cell in row.split("|")[2:-1]]
-        assert cells[:3] == ["dlib-resnet", "120", "120"]
+        assert cells[:3] == ["dlib-resnet", "100", "100"]
         assert cells[-2] == f"{100 * heads['gender']['balanced_accuracy']:.1f}"
