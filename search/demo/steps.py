@@ -50,22 +50,17 @@ def export_steps(layout: DemoLayout, options: DemoOptions, *, paper_head_stored:
     where = ["--workdir", str(layout.root), "--study", STUDY, "--cache", str(layout.cache)]
     where += _weights(options)
     paper = ["export-best", *where, "--trial", "0", *([] if paper_head_stored else ["--retrain"])]
-    evaluate = [
-        "evaluate",
-        "--model",
-        str(layout.export),
-        "--cache",
-        str(layout.cache),
-        "--split-name",
-        "val",
-    ]
+    evaluate = ["evaluate", "--model", str(layout.export), "--cache", str(layout.cache)]
     return [
         ("export the best head with its test report", ["export-best", *where, "--out", str(layout.export)]),
         (
             "export trial 0, the paper's Table II head, with its test report",
             [*paper, "--out", str(layout.paper_export)],
         ),
-        ("evaluate the best export on the validation split", [*evaluate, "--out", str(layout.report)]),
+        (
+            "evaluate the best export on the validation split",
+            [*evaluate, "--split-name", "val", "--out", str(layout.report)],
+        ),
     ]
 
 
