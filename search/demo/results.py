@@ -124,7 +124,6 @@ def outputs_summary(layout: DemoLayout, port: int) -> list[str]:
     reports = [
         (layout.export / "report", "test split, best head"),
         (layout.paper_export / "report", "test split, Table II head"),
-        (layout.report, "validation split, best head"),
     ]
     return [
         "outputs:",
@@ -141,6 +140,8 @@ def outputs_summary(layout: DemoLayout, port: int) -> list[str]:
         "open the dashboard on the study (hpo demo --dashboard serves it after the flow):",
         f"  {shlex.join([_shown_program(program), *arguments])}",
         f"  then browse http://{PORT_HOST}:{port}/dashboard",
+        f"evaluate it on another split:  {_shown_program('hpo')} evaluate --model {shown(layout.export)} "
+        f"--cache {shown(layout.cache)} --split-name val --out {shown(layout.root / 'report-val')}",
         f"predict with the export:  {_shown_program('hpo')} predict --model {shown(layout.export)} IMAGE.jpg",
     ]
 

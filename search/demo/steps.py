@@ -42,7 +42,7 @@ def search_steps(layout: DemoLayout, dataset: Path, options: DemoOptions) -> lis
 
 
 def export_steps(layout: DemoLayout, options: DemoOptions, *, paper_head_stored: bool) -> list[Step]:
-    """Export the best head and trial 0's (each with its test report), then evaluate the best on val.
+    """Export the best head and trial 0's, each with its report on the held-out test split.
 
     Workers store only the heads of new-best trials, so trial 0's is retrained from its parameters and
     seed (the same head on CPU) when it was not stored.
@@ -50,16 +50,11 @@ def export_steps(layout: DemoLayout, options: DemoOptions, *, paper_head_stored:
     where = ["--workdir", str(layout.root), "--study", STUDY, "--cache", str(layout.cache)]
     where += _weights(options)
     paper = ["export-best", *where, "--trial", "0", *([] if paper_head_stored else ["--retrain"])]
-    evaluate = ["evaluate", "--model", str(layout.export), "--cache", str(layout.cache)]
     return [
         ("export the best head with its test report", ["export-best", *where, "--out", str(layout.export)]),
         (
             "export trial 0, the paper's Table II head, with its test report",
             [*paper, "--out", str(layout.paper_export)],
-        ),
-        (
-            "evaluate the best export on the validation split",
-            [*evaluate, "--split-name", "val", "--out", str(layout.report)],
         ),
     ]
 

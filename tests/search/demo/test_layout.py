@@ -29,13 +29,13 @@ def test_layout_for_names_the_cache_for_what_it_holds(tmp_path: Path) -> None:
 
 def test_reset_outputs_keeps_only_the_cache(tmp_path: Path) -> None:
     layout = DemoLayout(tmp_path, tmp_path / "caches" / "c")
-    folders = (layout.cache, layout.artifacts, layout.export / "report", layout.paper_export, layout.report)
+    folders = (layout.cache, layout.artifacts, layout.export / "report", layout.paper_export)
     for folder in folders:
         folder.mkdir(parents=True)
         (folder / "x").write_text("x", encoding="utf-8")
     layout.database.write_text("db", encoding="utf-8")
     tmp_path.joinpath("study.db-journal").write_text("j", encoding="utf-8")
-    assert reset_outputs(layout) == ["study.db", "artifacts", "export", "export-paper", "report"]
+    assert reset_outputs(layout) == ["study.db", "artifacts", "export", "export-paper"]
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "caches",
         "caches/c",
