@@ -29,7 +29,8 @@ test: lint typecheck unit
 quick: lint typecheck
 	$(BIN)/pytest -m "not slow"
 
-# The whole flow on this machine (SQLite, random base, a few real images); extra flags: DEMO_ARGS='--port 8081'.
+# The whole flow on this machine (SQLite, dlib's face network, real FairFace images); extra flags:
+# DEMO_ARGS='--dashboard --port 8081'.
 demo: setup
 	$(BIN)/hpo demo $(DEMO_ARGS)
 

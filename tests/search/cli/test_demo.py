@@ -1,21 +1,32 @@
-"""`hpo demo`: its bad inputs (one line, exit 2, nothing written), its reset, and one smallest full run."""
+"""`hpo demo`: its bad inputs (one line, exit 2, nothing written), the smallest full run on the random base
+with its dashboard, and real accuracies on dlib-resnet."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
+import signal
 import socket
-import sys
+import subprocess
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 import optuna
 import pytest
-from support import FIXTURE, Hpo
+from support import FIXTURE, HPO, SHARED_FAIRFACE, Hpo, hpo_env
 
-from search.demo import DemoLayout, layout_for, reset_outputs, run_step
+from data.labels import HEADS
+from search.demo import DemoOptions, layout_for
 
 SMALLEST = ("--limit", "8", "--budget", "2", "--epochs", "1")  # 24 images, a trial per worker
+RANDOM_BASE = ("--base", "vggface", "--weights", "random:0", "--augment-views", "0")
 
 
 def _free_port() -> int:
@@ -31,6 +42,53 @@ def taken_port() -> Iterator[int]:
         server.bind(("127.0.0.1", 0))
         server.listen()
         yield int(server.getsockname()[1])
+
+
+@contextmanager
+def _started(command: list[str], stderr: IO[str]) -> Iterator[subprocess.Popen[str]]:
+    """``command`` running in its own session, its stdout a pipe; ended with its children at the end."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=hpo_env(), start_new_session=True
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def _lines_until(process: subprocess.Popen[str], prefix: str, *, timeout: float) -> list[str]:
+    """``process``'s stdout lines up to and including the first starting with ``prefix``; past ``timeout``
+    seconds the process is killed, which ends its stdout and fails the test."""
+    assert process.stdout is not None
+    watchdog = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
+    watchdog.start()
+    lines: list[str] = []
+    try:
+        while not lines or not lines[-1].startswith(prefix):
+            line = process.stdout.readline()
+            assert line, (
+                f"stdout ended (or {timeout} s passed) before a line starting with {prefix!r}: {lines}"
+            )
+            lines.append(line.rstrip("\n"))
+    finally:
+        watchdog.cancel()
+    return lines
+
+
+def _wait_for_json(url: str, *, timeout: float) -> Any:
+    """The JSON ``url`` answers, polled until the server listens."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.load(response)
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} did not answer within {timeout} s"
+            time.sleep(0.5)
 
 
 def test_demo_port_taken_exits_2_naming_a_free_port(hpo: Hpo, tmp_path: Path, taken_port: int) -> None:
@@ -79,79 +137,82 @@ def test_demo_failing_step_exits_with_its_code(hpo: Hpo, tmp_path: Path) -> None
     assert done.returncode == 2
     child, demo = done.stderr.splitlines()
     assert child.startswith(f"hpo: error: FairFace root {missing} does not exist or is not a directory; ")
-    embed = layout_for(tmp_path / "demo", missing, 100)
+    embed = layout_for(tmp_path / "demo", missing, DemoOptions())
     assert demo == (
-        f"hpo demo: step 1 `hpo embed --dataset {missing} --cache {embed.cache} --weights random:0 "
-        "--dtype bfloat16 --batch-size 16 --limit 100` failed with exit code 2; its message is above."
+        f"hpo demo: step 1 `hpo embed --dataset {missing} --cache {embed.cache} --base dlib-resnet "
+        "--limit 300 --augment-views 1 --batch-size 32` failed with exit code 2; its message is above."
     )
 
 
-def test_layout_for_names_the_cache_for_dataset_and_limit(tmp_path: Path) -> None:
-    first = layout_for(tmp_path, FIXTURE, 100)
-    assert first.cache.parent == tmp_path / "caches"
-    assert first.cache.name.startswith("fairface-") and first.cache.name.endswith("-limit100")
-    assert layout_for(tmp_path, FIXTURE, 100) == first
-    assert layout_for(tmp_path, FIXTURE, 8).cache != first.cache
-    assert layout_for(tmp_path, tmp_path / "fairface", 100).cache != first.cache
-
-
-def test_reset_outputs_keeps_only_the_cache(tmp_path: Path) -> None:
-    layout = DemoLayout(tmp_path, tmp_path / "caches" / "c")
-    for folder in (layout.cache, layout.artifacts, layout.export / "report", layout.report):
-        folder.mkdir(parents=True)
-        (folder / "x").write_text("x", encoding="utf-8")
-    layout.database.write_text("db", encoding="utf-8")
-    tmp_path.joinpath("study.db-journal").write_text("j", encoding="utf-8")
-    assert reset_outputs(layout) == ["study.db", "artifacts", "export", "report"]
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
-        "caches",
-        "caches/c",
-        "caches/c/x",
-    ]
-
-
-def test_demo_smallest_run_writes_every_output(hpo: Hpo, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_demo_smallest_run_writes_every_output_then_serves_the_dashboard(tmp_path: Path) -> None:
     port = _free_port()
     where = ["--workdir", str(tmp_path), "--dataset", str(FIXTURE), "--port", str(port)]
-    done = hpo("demo", *where, *SMALLEST, timeout=300)
-    assert done.returncode == 0, done.stderr
-    demo = tmp_path / "demo"
-    layout = layout_for(demo, FIXTURE, 8)
-    lines = done.stdout.splitlines()
+    command = [str(HPO), "demo", *where, *RANDOM_BASE, *SMALLEST, "--dashboard"]
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr, _started(command, stderr) as demo:
+        lines = _lines_until(demo, "dashboard: ", timeout=300)
+        studies = _wait_for_json(f"http://127.0.0.1:{port}/api/studies", timeout=60)
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=30)
+    assert demo.returncode == 0, errors.read_text(encoding="utf-8")
+    assert [s["study_name"] for s in studies["study_summaries"]] == ["demo"]
+    assert lines[-1] == f"dashboard: http://127.0.0.1:{port}/dashboard  (Ctrl-C stops it)"
+    assert rest.splitlines() == ["hpo demo: dashboard stopped"]
+    layout = layout_for(
+        tmp_path / "demo", FIXTURE, DemoOptions(base="vggface", weights="random:0", limit=8, augment_views=0)
+    )
     assert (
         lines[0] == f"hpo demo: dataset: {FIXTURE} (from --dataset / HPO_DATASET), at most 8 rows per split"
     )
-    dashboard = Path(sys.executable).with_name("optuna-dashboard")
-    assert lines[lines.index("open the dashboard on the study:") + 1].endswith(
-        f"{dashboard.name} sqlite:///{demo}/study.db --artifact-dir {demo}/artifacts --port {port}"
-    )
+    assert lines[1].startswith("note: the vggface base has random weights (random:0), so its accuracies mean")
     assert '"complete": true' in (layout.cache / "manifest.json").read_text(encoding="utf-8")
     study = optuna.load_study(study_name="demo", storage=layout.storage_url)
-    assert len(study.trials) == 2
-    assert {t.state for t in study.trials} <= {
-        optuna.trial.TrialState.COMPLETE,
-        optuna.trial.TrialState.PRUNED,
-    }
-    assert len(list(layout.artifacts.rglob("*"))) >= 1
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     for name in ("model.keras", "saved_model/saved_model.pb", "model_card.json", "report/report.md"):
         assert (layout.export / name).is_file(), name
-    for report in (layout.export / "report", layout.report):
-        assert sorted(p.name for p in report.glob("*.png")) == [
-            "confusion_age.png",
-            "confusion_gender.png",
-            "confusion_race.png",
-        ]
-        assert all(str(png) in done.stdout for png in report.glob("*.png"))
-    assert (layout.report / "report.json").is_file()
+    reports = (layout.export / "report", layout.paper_export / "report")
+    for report in reports:
+        assert sorted(p.name for p in report.glob("*.png")) == [f"confusion_{h}.png" for h in sorted(HEADS)]
+        assert f"{report / 'report.md'}  (" in "\n".join(lines)
+    assert json.loads((layout.paper_export / "model_card.json").read_text())["study"]["trial"] == 0
+    table = next(i for i, line in enumerate(lines) if line.startswith("| head "))
+    assert lines[table - 1].startswith("results on the held-out test split, in % (acc: accuracy; bal: ")
+    assert [line.split("|")[1].strip() for line in lines[table + 2 : table + 5]] == [
+        "Table II head (trial 0)",
+        f"best searched head (trial {study.best_trial.number})",
+        "paper, Tables III-V (published)",
+    ]
 
 
-def test_demo_step_ignores_modules_in_the_working_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A step is `python -P -m search.cli`: a model.py (or data/) where the user stands is not imported.
-    (tmp_path / "model.py").write_text("raise SystemExit('the wrong model module was imported')\n")
-    (tmp_path / "search.py").write_text("raise SystemExit('the wrong search module was imported')\n")
-    monkeypatch.chdir(tmp_path)
-    lines: list[str] = []
-    assert run_step(["study", "--help"], lines.append) == 0
-    assert lines == []
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (SHARED_FAIRFACE / "fairface_label_train.csv").is_file(),
+    reason=f"real accuracies need the shared FairFace images, absent at {SHARED_FAIRFACE} "
+    "(set FAIRFACE_ROOT to a FairFace root that has them)",
+)
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(name) for name in ("dlib", "face_recognition_models")),
+    reason="the dlib-resnet base needs the optional extra: pip install 'face-hpo[dlib]'",
+)
+def test_demo_on_dlib_resnet_reports_real_accuracies(hpo: Hpo, tmp_path: Path) -> None:
+    options = DemoOptions(limit=100, augment_views=0)  # 300 real faces: enough to be well above chance
+    size = ["--limit", "100", "--augment-views", "0", "--budget", "2", "--epochs", "20"]
+    where = ["--workdir", str(tmp_path), "--dataset", str(SHARED_FAIRFACE), "--port", str(_free_port())]
+    done = hpo("demo", *where, *size, timeout=600)
+    assert done.returncode == 0, done.stderr
+    layout = layout_for(tmp_path / "demo", SHARED_FAIRFACE, options)
+    rows = {line.split("|")[1].strip(): line for line in done.stdout.splitlines() if line.startswith("| ")}
+    for label, export in (("Table II head", layout.paper_export), ("best searched head", layout.export)):
+        report = json.loads((export / "report" / "report.json").read_text(encoding="utf-8"))
+        source = report["source"]
+        assert (source["base"], source["split"], report["count"]) == ("dlib-resnet", "test", 100)
+        heads = report["heads"]
+        # Chance balanced accuracy: 1/9 age, 1/7 race, 1/2 gender.
+        assert heads["gender"]["balanced_accuracy"] > 0.7, heads["gender"]
+        assert heads["race"]["balanced_accuracy"] > 0.3, heads["race"]
+        assert heads["age"]["balanced_accuracy"] > 0.2, heads["age"]
+        row = rows[f"{label} (trial {report['source']['trial']})"]
+        cells = [cell.strip() for cell in row.split("|")[2:-1]]
+        assert cells[:3] == ["dlib-resnet", "100", "100"]
+        assert cells[-2] == f"{100 * heads['gender']['balanced_accuracy']:.1f}"
