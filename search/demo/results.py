@@ -136,7 +136,7 @@ def outputs_summary(layout: DemoLayout, port: int) -> list[str]:
             f"  {'reports' if i == 0 else '':<18} {shown(folder / 'report.md')}  ({what})"
             for i, (folder, what) in enumerate(reports)
         ),
-        f"{'':21}each with report.json and confusion_{{{','.join(HEADS)}}}.png beside it",
+        f"{'':21}each with report.json, confusion_{{{','.join(HEADS)}}}.png and groups.png beside it",
         "open the dashboard on the study (hpo demo --dashboard serves it after the flow):",
         f"  {shlex.join([_shown_program(program), *arguments])}",
         f"  then browse http://{PORT_HOST}:{port}/dashboard",

@@ -173,7 +173,8 @@ def test_demo_smallest_run_writes_every_output_then_serves_the_dashboard(tmp_pat
         assert (layout.export / name).is_file(), name
     reports = (layout.export / "report", layout.paper_export / "report")
     for report in reports:
-        assert sorted(p.name for p in report.glob("*.png")) == [f"confusion_{h}.png" for h in sorted(HEADS)]
+        expected = sorted([f"confusion_{h}.png" for h in HEADS] + ["groups.png"])
+        assert sorted(p.name for p in report.glob("*.png")) == expected
         assert f"{report / 'report.md'}  (" in "\n".join(lines)
     assert json.loads((layout.paper_export / "model_card.json").read_text())["study"]["trial"] == 0
     table = next(i for i, line in enumerate(lines) if line.startswith("| head "))
