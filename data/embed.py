@@ -127,14 +127,28 @@ def cache_fingerprint(
 
 
 def plan_embedding(
-    tables: Mapping[str, Table], cache_dir: Path, fingerprint: Mapping[str, object], options: EmbedOptions
+    tables: Mapping[str, Table],
+    cache_dir: Path,
+    fingerprint: Mapping[str, object],
+    options: EmbedOptions,
+    *,
+    weights_path: str | None = None,
 ) -> EmbedPlan:
-    """Check the cache directory against what is asked and list this part's shards; writes nothing."""
+    """Check the cache directory against what is asked and list this part's shards; writes nothing.
+
+    ``weights_path`` (the base's ``weights_path``) goes into the manifest, so `hpo export-best` can find
+    the weights again without being told.
+    """
     _check_options(tables, options)
     views = {split: 1 + options.augment_views if split == "train" else 1 for split in tables}
     counts = {split: len(table) for split, table in tables.items()}
     build = build_record(
-        fingerprint, counts=counts, views=views, shard_size=options.shard_size, batch_size=options.batch_size
+        fingerprint,
+        counts=counts,
+        views=views,
+        shard_size=options.shard_size,
+        batch_size=options.batch_size,
+        weights_path=weights_path,
     )
     creates_dir = not cache_dir.exists()
     if creates_dir:

@@ -7,7 +7,7 @@ epoch one forward pass scores the whole validation split; the metrics are comput
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -162,19 +162,17 @@ def epoch_function(
     *,
     jit_compile: bool,
     xla_update: bool,
+    weights: Mapping[str, np.ndarray] | None = None,
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """One epoch as a ``tf.function`` of a (2,) int64 seed, returning the mean batch loss.
+
+    ``weights``: the age and race loss weights per class; None: ``loss_class_weights`` (balanced).
 
     The seed fixes the epoch's shuffle and, per sample, which of the V views it is drawn from. Full batches
     run in a graph loop; a last partial batch is one more step of static shape (so XLA can compile both).
     """
     losses = head_losses(
-        {
-            head: class_weights(
-                data.train_labels[:, column], len(VOCABULARIES[head]), config.class_weight_strength
-            )
-            for column, head in enumerate(HEADS[:2])
-        }
+        dict(weights) if weights is not None else loss_class_weights(data.train_labels, config)
     )
     views, count, dim = (int(size) for size in data.views.shape)
     batch = min(config.batch_size, count)
@@ -218,6 +216,15 @@ def epoch_function(
     return run_epoch
 
 
+def loss_class_weights(train_labels: np.ndarray, config: HeadConfig) -> dict[str, np.ndarray]:
+    """The age and race loss weights a head of ``config`` trains with on ``train_labels`` (N, 3): per
+    class in vocabulary order, balanced to the power of its class-weight strength."""
+    return {
+        head: class_weights(train_labels[:, column], len(VOCABULARIES[head]), config.class_weight_strength)
+        for column, head in enumerate(HEADS[:2])
+    }
+
+
 def _validation_metrics(forward: Forward, data: TrainData) -> dict[str, dict[str, float]]:
     predicted = predicted_classes(
         {head: value.numpy() for head, value in forward(data.val_embeddings).items()}
@@ -229,9 +236,18 @@ def _validation_metrics(forward: Forward, data: TrainData) -> dict[str, dict[str
 
 
 def compile_head(
-    config: HeadConfig, data: TrainData, *, seed: int, options: TrainOptions | None = None
+    config: HeadConfig,
+    data: TrainData,
+    *,
+    seed: int,
+    options: TrainOptions | None = None,
+    weights: Mapping[str, np.ndarray] | None = None,
 ) -> CompiledHead:
-    """A fresh head for ``config`` (Keras' global RNGs seeded with ``seed``) with its compiled epoch."""
+    """A fresh head for ``config`` (Keras' global RNGs seeded with ``seed``) with its compiled epoch.
+
+    ``weights`` replaces the balanced loss weights (e.g. to replay another weighting); see
+    :func:`epoch_function`.
+    """
     options = (options or TrainOptions()).resolved()
     keras.utils.set_random_seed(seed)
     previous = keras.config.dtype_policy()
@@ -252,6 +268,7 @@ def compile_head(
             data,
             jit_compile=bool(options.jit_compile),
             xla_update=bool(options.xla_update),
+            weights=weights,
         ),
         forward=tf.function(lambda embeddings: model(embeddings, training=False)),
     )

@@ -54,7 +54,7 @@ def embed_dataset(
         limit=limit,
         options=options,
     )
-    plan = plan_embedding(tables, settings.cache_dir, fingerprint, options)
+    plan = plan_embedding(tables, settings.cache_dir, fingerprint, options, weights_path=base.weights_path)
     encode = base.make_encoder()
     try:
         report = run_embedding(plan, root, encode, on_progress=on_progress, counts=encode.stats)

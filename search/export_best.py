@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 from data.cache import Cache, open_cache
 from data.errors import ConfigError
 from model.bases import Base, resolve_base
+from model.errors import WeightsError
 from model.head import HeadConfig
 from search.artifacts import best_trial, load_best_head
 from search.errors import StudyError
@@ -107,11 +108,41 @@ def export_best(
 def cache_base(cache: Cache, weights: str | None) -> Base:
     """The base the cache was embedded with, found with ``weights``; refused unless it makes those embeddings.
 
+    With ``weights`` None they come from the cache's manifest: ``random:SEED`` as its fingerprint records
+    it, else the file (or dlib directory) at its recorded ``weights_path`` when its sha256 still matches.
     It computes in the cache's dtype, so the export reproduces the embeddings the head was searched on.
     """
+    if weights is not None:
+        return _matching_base(cache, weights)
+    recorded = str(cache.fingerprint["weights"])
+    if recorded.startswith("random:"):
+        return _matching_base(cache, recorded)
+    path = cache.manifest.get("weights_path")
+    try:
+        # No path: a cache embedded before face-hpo recorded one; the base's default weights may be them.
+        return _matching_base(cache, path)
+    except WeightsError as error:
+        raise WeightsError(_weights_not_found(cache, path, error)) from error
+
+
+def _matching_base(cache: Cache, weights: str | None) -> Base:
     base = resolve_base(str(cache.fingerprint["base"]), weights, dtype=str(cache.fingerprint["dtype"]))
     base.check_matches(cache.fingerprint, holder=f"the cache at {cache.path}")
     return base
+
+
+def _weights_not_found(cache: Cache, path: str | None, error: WeightsError) -> str:
+    recorded = cache.fingerprint["weights"]
+    if path is None:
+        where = f"its manifest records no weights path, and the base's default weights are not them ({error})"
+    elif not Path(path).exists():
+        where = f"its manifest records them at {path}, which no longer exists"
+    else:
+        where = f"its manifest records them at {path}, which now holds other weights"
+    return (
+        f"cannot find the base weights the cache at {cache.path} was embedded with ({recorded}): {where}. "
+        f"Pass --weights PATH (or set HPO_WEIGHTS) to the weights with that sha256."
+    )
 
 
 def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
@@ -180,6 +211,7 @@ def _write_export(
     from model import export
     from model.evaluate import evaluate_cache
     from model.report import write_report
+    from model.train import loss_class_weights
 
     if base.is_keras:
         on_step("joining base and head, saving model.keras and the SavedModel")
@@ -198,6 +230,10 @@ def _write_export(
         study=_study_section(study, head, record),
         validation_metrics=head.validation_metrics,
         code_version=code_version(),
+        # What the head's loss weighted each class by: the cache's train labels, as the worker saw them.
+        class_weights=loss_class_weights(cache.labels("train"), head.config)
+        if "train" in cache.splits
+        else None,
     )
     if TEST_SPLIT in cache.splits:
         on_step(f"evaluating on the cache's {TEST_SPLIT} split ({len(cache.files(TEST_SPLIT)):,} images)")
