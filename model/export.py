@@ -103,10 +103,10 @@ def model_card(
     if kind == KERAS_KIND:
         names = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
         parts = {"base": names[0], "head": names[1]}
-        head = model.get_layer(names[1])
+        head_model = model.get_layer(names[1])
     else:
         parts = {"head": model.name}
-        head = model
+        head_model = model
     return {
         "format_version": CARD_FORMAT_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -129,7 +129,7 @@ def model_card(
         "preprocessing": dict(base["preprocessing"]),
         "decoder": dict(DECODER),
         "signatures": signatures_card(int(base["input_size"])) if kind == KERAS_KIND else None,
-        "compute_dtype": compute_dtypes(str(base["dtype"]), head),
+        "compute_dtype": compute_dtypes(str(base["dtype"]), head_model),
         "class_weights": None if class_weights is None else _labelled_weights(class_weights),
         "parts": parts,
         "weights": base["weights"],
