@@ -19,15 +19,7 @@ from data.cache import FORMAT_VERSION, Cache, count_done_shards, open_cache
 from data.cachedir import check_cache_dir, check_parent
 from data.errors import ConfigError, DatasetError, HpoError
 from data.fairface import Table, labels_sha256
-from data.shards import (
-    Shard,
-    build_record,
-    finalize,
-    remove_shards,
-    shard_done,
-    shard_grid,
-    write_shard,
-)
+from data.shards import Shard, build_record, finalize, remove_shards, shard_done, shard_grid, write_shard
 
 EncodeFn = Callable[[Any], np.ndarray]  # uint8 [B, H, W, 3] images -> (B, D) float32
 Progress = Callable[[int, int], None]  # (images done, images to do) in this run
@@ -127,14 +119,32 @@ def cache_fingerprint(
 
 
 def plan_embedding(
-    tables: Mapping[str, Table], cache_dir: Path, fingerprint: Mapping[str, object], options: EmbedOptions
+    tables: Mapping[str, Table],
+    cache_dir: Path,
+    fingerprint: Mapping[str, object],
+    options: EmbedOptions,
+    *,
+    weights_path: str | None = None,
 ) -> EmbedPlan:
-    """Check the cache directory against what is asked and list this part's shards; writes nothing."""
-    _check_options(tables, options)
+    """Check the cache directory against what is asked and list this part's shards; writes nothing.
+
+    ``weights_path`` (the base's ``weights_path``) goes into the manifest, so `hpo export-best` can find
+    the weights again without being told.
+    """
+    if options.augment_views and "train" not in tables:
+        raise ConfigError(
+            f"--augment-views {options.augment_views} augments the train split, which is not being embedded "
+            f"(splits: {', '.join(tables)}); add train to --splits or drop --augment-views."
+        )
     views = {split: 1 + options.augment_views if split == "train" else 1 for split in tables}
     counts = {split: len(table) for split, table in tables.items()}
     build = build_record(
-        fingerprint, counts=counts, views=views, shard_size=options.shard_size, batch_size=options.batch_size
+        fingerprint,
+        counts=counts,
+        views=views,
+        shard_size=options.shard_size,
+        batch_size=options.batch_size,
+        weights_path=weights_path,
     )
     creates_dir = not cache_dir.exists()
     if creates_dir:
@@ -191,22 +201,16 @@ def run_embedding(
     return report
 
 
+@dataclass
 class _Counter:
-    def __init__(self, total: int, callback: Progress | None) -> None:
-        self.done, self.total, self.callback = 0, total, callback
+    total: int
+    callback: Progress | None
+    done: int = 0
 
     def add(self, images: int) -> None:
         self.done += images
         if self.callback is not None:
             self.callback(self.done, self.total)
-
-
-def _check_options(tables: Mapping[str, Table], options: EmbedOptions) -> None:
-    if options.augment_views and "train" not in tables:
-        raise ConfigError(
-            f"--augment-views {options.augment_views} augments the train split, which is not being embedded "
-            f"(splits: {', '.join(tables)}); add train to --splits or drop --augment-views."
-        )
 
 
 def _embed_shard(

@@ -209,13 +209,19 @@ def load_tables(
 
 def paper_positions(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted row positions of the paper's train and test parts of an n-row train CSV."""
+    in_train = np.zeros(n, dtype=bool)
+    in_train[paper_train_order(n, seed)] = True
+    return np.flatnonzero(in_train), np.flatnonzero(~in_train)
+
+
+def paper_train_order(n: int, seed: int) -> np.ndarray:
+    """Row positions of the paper's train part in the order the authors' shuffled frame held them."""
     # pandas' sample(replace=False) is RandomState(seed).choice(n, size, replace=False), which is
     # permutation(n)[:size]; the second sample draws positions within the already shuffled frame.
     shuffled = np.random.RandomState(seed).choice(n, size=n, replace=False)
     kept = np.random.RandomState(seed).choice(n, size=round(PAPER_TRAIN_FRACTION * n), replace=False)
-    in_train = np.zeros(n, dtype=bool)
-    in_train[shuffled[kept]] = True
-    return np.flatnonzero(in_train), np.flatnonzero(~in_train)
+    result: np.ndarray = shuffled[kept]
+    return result
 
 
 def labels_sha256(root: Path) -> dict[str, str]:

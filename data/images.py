@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import tensorflow as tf
 
 from data.augment import augment_image, image_seed
 from data.errors import ConfigError
+
+# How an image file becomes the base's input, here and (the same ops) inside the exported SavedModel's
+# bytes signature; model cards record it, because another decoder gives other pixels.
+DECODER: Mapping[str, str] = MappingProxyType(
+    {
+        "decode": "tf.io.decode_image(contents, channels=3, dtype=uint8, expand_animations=False)",
+        "resize": "unless already 224x224: tf.image.resize bilinear, antialias=True; round, clip to 0..255",
+        "reference": "face-hpo's data.images.decode_image; other decoders (e.g. PIL) give other pixels",
+    }
+)
 
 
 def image_batches(
@@ -36,7 +47,7 @@ def image_batches(
     paths = tf.constant([str(root / name) for name in files], dtype=tf.string, shape=[len(files)])
 
     def load(index: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image = fit_image(_decode(tf.io.read_file(path)), size)
+        image = decode_image(tf.io.read_file(path), size)
         if augment_seed is not None:
             image = augment_image(image, image_seed(*augment_seed, index))
         return index, image
@@ -44,6 +55,15 @@ def image_batches(
     dataset = tf.data.Dataset.from_tensor_slices((indices, paths))
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def decode_image(contents: tf.Tensor, size: int) -> tf.Tensor:
+    """The encoded image ``contents`` (JPEG, PNG, BMP or GIF bytes) as uint8 [size, size, 3] RGB.
+
+    The one decoder of face-hpo: the cache's images, ``hpo evaluate --dataset``, ``hpo predict`` and the
+    SavedModel's ``serve_bytes`` signature all run it (see ``DECODER``).
+    """
+    return fit_image(_decode(contents), size)
 
 
 def fit_image(image: tf.Tensor, size: int) -> tf.Tensor:

@@ -54,14 +54,16 @@ def build_record(
     views: Mapping[str, int],
     shard_size: int,
     batch_size: int,
+    weights_path: str | None = None,
 ) -> dict[str, Any]:
     """What every shard of a cache under construction must share: stored as ``shards/build.json``.
 
     Batch size is part of it because batches start at each shard's first row: with the same batches,
-    TensorFlow on CPU returns the same bits, which a resumed build relies on.
+    TensorFlow on CPU returns the same bits, which a resumed build relies on. ``weights_path`` (where
+    the base's weights were read) is only carried into the manifest; no check compares it.
     """
     record = {"fingerprint": fingerprint, "counts": counts, "views": views, "shard_size": shard_size}
-    record |= {"batch_size": batch_size, "shards": len(shard_grid(record))}
+    record |= {"batch_size": batch_size, "shards": len(shard_grid(record)), "weights_path": weights_path}
     return as_json(record)
 
 
@@ -184,6 +186,8 @@ def _join(cache_dir: Path, build: Mapping[str, Any], labels: Mapping[str, np.nda
         "format_version": FORMAT_VERSION,
         "complete": True,
         "fingerprint": build["fingerprint"],
+        # Outside the fingerprint: a moved weights file is the same weights (the fingerprint's sha256).
+        "weights_path": build.get("weights_path"),
         "dim": dim,
         "layout": {key: build[key] for key in ("shard_size", "batch_size")},
         "splits": splits,

@@ -12,9 +12,14 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-# Picture geometry, in pixels.
+# Picture geometry, in pixels. The title takes up to TITLE_LINES lines above the grid, from the left edge;
+# the picture is widened when a line is wider than the grid (a two-class matrix is only 128 px wide).
 CELL = 64
-_LEFT, _TOP, _BOTTOM, _RIGHT = 170, 44, 150, 24
+TITLE_FONT_SIZE = 14
+TITLE_LINES = 2
+_LINE = 20  # title line height
+_MARGIN = 10
+_LEFT, _TOP, _BOTTOM, _RIGHT = 170, _MARGIN + TITLE_LINES * _LINE + 8, 150, 24
 # matplotlib's "Blues" colour map, its nine stops interpolated linearly (what its 256-entry table samples).
 _BLUES = np.array(
     [
@@ -51,13 +56,23 @@ def cell_origin(row: int, column: int) -> tuple[int, int]:
 
 
 def confusion_image(matrix: np.ndarray, labels: Sequence[str], *, title: str) -> Image.Image:
-    """A row-normalised confusion matrix with counts: rows true class, columns predicted class."""
+    """A row-normalised confusion matrix with counts: rows true class, columns predicted class.
+
+    ``title`` has at most TITLE_LINES lines (``\n``-separated); each is drawn whole.
+    """
     k = len(labels)
+    lines = title.split("\n")
+    if len(lines) > TITLE_LINES:
+        raise ValueError(f"a title has at most {TITLE_LINES} lines, got {len(lines)}: {title!r}")
     fractions = row_normalised(matrix)
-    image = Image.new("RGB", (_LEFT + k * CELL + _RIGHT, _TOP + k * CELL + _BOTTOM), "white")
+    font, small = ImageFont.load_default(size=TITLE_FONT_SIZE), ImageFont.load_default(size=11)
+    title_width = max(math.ceil(font.getlength(line)) for line in lines) + 2 * _MARGIN
+    image = Image.new(
+        "RGB", (max(_LEFT + k * CELL + _RIGHT, title_width), _TOP + k * CELL + _BOTTOM), "white"
+    )
     draw = ImageDraw.Draw(image)
-    font, small = ImageFont.load_default(size=14), ImageFont.load_default(size=11)
-    draw.text((_LEFT, 12), title, fill="black", font=font)
+    for number, line in enumerate(lines):
+        draw.text((_MARGIN, _MARGIN + number * _LINE), line, fill="black", font=font)
     for row in range(k):
         for column in range(k):
             x, y = cell_origin(row, column)

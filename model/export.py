@@ -2,7 +2,8 @@
 
 An export is of one of two kinds, named in its card. ``keras`` (Keras bases, e.g. vggface): base and head
 joined into one model, ``model.keras`` (Keras 3, loads in safe mode: built-in layers only) and
-``saved_model/`` (TensorFlow SavedModel with a ``serve`` / ``serving_default`` signature).
+``saved_model/`` (TensorFlow SavedModel: ``serving_default`` takes uint8 images, ``serve_bytes`` encoded
+JPEG/PNG files, see :mod:`model.serving`).
 ``head+predictor`` (bases that are not Keras models, e.g. dlib-resnet): the head alone, ``head.keras``;
 :class:`Predictor` runs the base the card describes and then the head. Either way the directory also holds
 the evaluation report and ``model_card.json``, written last and listing every other file.
@@ -11,7 +12,7 @@ the evaluation report and ``model_card.json``, written last and listing every ot
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,9 +23,11 @@ import keras
 from data.cache import Cache
 from data.embed import BASE_KEYS
 from data.errors import CacheError, ConfigError
+from data.images import DECODER
 from data.labels import HEADS, VOCABULARIES
 from model.head import HeadConfig
 from model.loading import load_keras_file
+from model.serving import signatures_card, write_saved_model
 
 CARD_FORMAT_VERSION = 1
 CARD = "model_card.json"
@@ -79,7 +82,7 @@ def save_model(model: keras.Model, out: Path) -> None:
     """Write ``model.keras`` and the SavedModel into ``out`` (created if needed)."""
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / KERAS_FILE)
-    model.export(out / SAVED_MODEL, verbose=False)
+    write_saved_model(model, out / SAVED_MODEL)
 
 
 def save_head(head: keras.Model, out: Path) -> None:
@@ -98,18 +101,22 @@ def model_card(
     study: Mapping[str, object],
     validation_metrics: Mapping[str, object],
     code_version: Mapping[str, object],
+    class_weights: Mapping[str, Iterable[float]] | None = None,
 ) -> dict[str, object]:
     """The card of an export (everything but the file list, which `write_card` adds).
 
     ``model`` is what the export saved: the joined model (kind keras) or the head (head+predictor).
     ``base`` is the base's description (``Base.description``); ``study`` says where the head came from
-    (study name, trial number, objective and value, ...).
+    (study name, trial number, objective and value, ...); ``class_weights`` are the loss weights the head
+    was trained with per class in vocabulary order (``model.train.loss_class_weights``), None if unknown.
     """
     if kind == KERAS_KIND:
         names = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
         parts = {"base": names[0], "head": names[1]}
+        head_model = model.get_layer(names[1])
     else:
         parts = {"head": model.name}
+        head_model = model
     return {
         "format_version": CARD_FORMAT_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -130,6 +137,10 @@ def model_card(
         },
         "vocabularies": {head: list(VOCABULARIES[head]) for head in HEADS},
         "preprocessing": dict(base["preprocessing"]),
+        "decoder": dict(DECODER),
+        "signatures": signatures_card(int(base["input_size"])) if kind == KERAS_KIND else None,
+        "compute_dtype": compute_dtypes(str(base["dtype"]), head_model),
+        "class_weights": None if class_weights is None else _labelled_weights(class_weights),
         "parts": parts,
         "weights": base["weights"],
         "head_config": head_config.to_dict(),
@@ -137,6 +148,29 @@ def model_card(
         "validation_metrics": dict(validation_metrics),
         "cache_fingerprint": dict(cache_fingerprint),
     }
+
+
+def compute_dtypes(base_dtype: str, head: keras.Model) -> dict[str, object]:
+    """The dtype policies the export computes in: the base's, and the head's hidden and output layers.
+
+    A head trained under ``mixed_bfloat16`` (the default on CPU) keeps that policy when saved: its hidden
+    matmuls run in bfloat16 at inference too, with float32 weights; its output layers are float32.
+    """
+    outputs = {head.get_layer(name).dtype_policy.name for name in HEADS}
+    hidden = {
+        layer.dtype_policy.name
+        for layer in head.layers
+        if isinstance(layer, keras.layers.Dense) and layer.name not in HEADS
+    }
+    return {"base": base_dtype, "head_hidden": sorted(hidden), "head_outputs": sorted(outputs)}
+
+
+def _labelled_weights(weights: Mapping[str, Iterable[float]]) -> dict[str, object]:
+    labelled: dict[str, object] = {
+        head: dict(zip(VOCABULARIES[head], (float(w) for w in values), strict=True))
+        for head, values in weights.items()
+    }
+    return labelled | {"gender": "unweighted binary cross-entropy"}
 
 
 def write_card(out: Path, card: Mapping[str, object]) -> dict[str, object]:

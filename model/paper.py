@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from model.head import HeadConfig, LayerSpec
 
-# Table II: the head the authors' hyperparameter search found; Adam, learning rate 1e-3, batch 256.
+# Table II: the head the authors' hyperparameter search found; Adam, learning rate 1e-3, batch 256. Table II's
+# activations: the authors' code (src/fair_face_model.py) ran relu on layers 4 and 5 (docs/paper.md).
 PAPER_HEAD = HeadConfig(
     layers=(
         LayerSpec(640, "leaky_relu", 0.2),
@@ -39,8 +40,10 @@ class PaperHead:
     table: str
     accuracy: float  # the table's overall accuracy (support-weighted recall)
     support: Mapping[str, int]  # the table's Support column = the `paper` split's test counts
-    # Only the per-class figures this project holds.
+    # Only the per-class figures this project holds (class -> value); the others are not held.
+    precision: Mapping[str, float] = field(default_factory=dict)
     recall: Mapping[str, float] = field(default_factory=dict)
+    f1: Mapping[str, float] = field(default_factory=dict)
 
 
 # Only numbers this project actually has: the paper's per-class precision/recall/F1 are not in the repository,

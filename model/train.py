@@ -7,7 +7,7 @@ epoch one forward pass scores the whole validation split; the metrics are comput
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -133,8 +133,11 @@ def epoch_function(
     *,
     options: TrainOptions,
     until: str = "update",
+    weights: Mapping[str, np.ndarray] | None = None,
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """One epoch as a ``tf.function`` of a (2,) int64 seed, returning the mean batch loss.
+
+    ``weights``: the age and race loss weights per class; None: ``loss_class_weights`` (balanced).
 
     The seed fixes the epoch's shuffle and, per sample, which of the V views it is drawn from. Full batches
     run in a graph loop; a last partial batch is one more step of static shape (so XLA can compile both).
@@ -142,13 +145,8 @@ def epoch_function(
     """
     if until not in STAGES:
         raise ConfigError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
-    weights = {
-        head: class_weights(
-            data.train_labels[:, column], len(VOCABULARIES[head]), config.class_weight_strength
-        )
-        for column, head in enumerate(HEADS[:2])
-    }
-    losses = head_losses(weights, label_smoothing=config.label_smoothing)
+    class_weighting = dict(weights) if weights is not None else loss_class_weights(data.train_labels, config)
+    losses = head_losses(class_weighting, label_smoothing=config.label_smoothing)
     head_weights = dict(zip(HEADS, config.loss_weights, strict=True))
     views, count, dim = (int(size) for size in data.views.shape)
     batch = min(config.batch_size, count)
@@ -200,6 +198,15 @@ def epoch_function(
     return run_epoch
 
 
+def loss_class_weights(train_labels: np.ndarray, config: HeadConfig) -> dict[str, np.ndarray]:
+    """The age and race loss weights a head of ``config`` trains with on ``train_labels`` (N, 3): per
+    class in vocabulary order, balanced to the power of its class-weight strength."""
+    return {
+        head: class_weights(train_labels[:, column], len(VOCABULARIES[head]), config.class_weight_strength)
+        for column, head in enumerate(HEADS[:2])
+    }
+
+
 def drawn_views(seed: tf.Tensor, count: int, views: int, augment_prob: float | None) -> tf.Tensor:
     """(count,) int32: the view each sample is drawn from this epoch (0 = clean, 1.. augmented).
 
@@ -243,11 +250,13 @@ def compile_head(
     epochs: int = 1,
     options: TrainOptions | None = None,
     until: str = "update",
+    weights: Mapping[str, np.ndarray] | None = None,
 ) -> CompiledHead:
     """A fresh head for ``config`` (Keras' global RNGs seeded with ``seed``) with its compiled epoch.
 
     ``epochs`` is the length of a cosine learning-rate schedule; ``until`` cuts the epoch's steps short
-    (see `epoch_function`); only "update" trains.
+    (see `epoch_function`); only "update" trains. ``weights`` replaces the balanced loss weights (e.g. to
+    replay another weighting).
     """
     options = (options or TrainOptions()).resolved()
     keras.utils.set_random_seed(seed)
@@ -270,6 +279,7 @@ def compile_head(
             data,
             options=options,
             until=until,
+            weights=weights,
         ),
         forward=tf.function(lambda embeddings: model(embeddings, training=False)),
     )

@@ -54,10 +54,14 @@ def embed_dataset(
         limit=limit,
         options=options,
     )
-    plan_embedding(tables, settings.cache_dir, fingerprint, options)  # refuses a bad cache, writes nothing
+    plan_embedding(
+        tables, settings.cache_dir, fingerprint, options, weights_path=base.weights_path
+    )  # refuses a bad cache, writes nothing
     with claim_cache_dir(settings.cache_dir, options.part):
         # Planned again under the lock: a writer that held it may have finished shards, or the cache.
-        plan = plan_embedding(tables, settings.cache_dir, fingerprint, options)
+        plan = plan_embedding(
+            tables, settings.cache_dir, fingerprint, options, weights_path=base.weights_path
+        )
         encode = base.make_encoder()
         try:
             report = run_embedding(plan, root, encode, on_progress=on_progress, counts=encode.stats)

@@ -8,7 +8,7 @@ the search maximised, on the split the search scored on; the test split stays un
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -89,3 +89,55 @@ def _objective(record: StudyRecord, outputs: Mapping[str, np.ndarray], labels: n
     metrics, _ = scores(labels, predicted_classes(outputs))
     value = record.settings.goal.value(metrics)
     return float(np.mean(value))
+
+
+@dataclass(frozen=True)
+class BuiltEnsemble:
+    """The averaged head of an ensemble choice, with what a model card says of it."""
+
+    model: keras.Model
+    first: Member  # the best member: its trial and config stand for the ensemble where one is needed
+    validation_metrics: dict[str, dict[str, float]]  # the averaged head's, per head
+    section: dict[str, object]  # the card's `study.ensemble`: size, candidates, value, members
+
+
+def build_ensemble(
+    study: optuna.Study,
+    record: StudyRecord,
+    cache: Cache,
+    artifact_dir: Path,
+    size: int,
+    on_step: Callable[[str], None],
+) -> BuiltEnsemble:
+    """The stored heads greedy selection picks in ``size`` rounds, averaged into one head."""
+    from model.ensemble import ensemble_head
+    from model.metrics import METRICS, predicted_classes, scores
+    from model.predict import head_outputs
+
+    on_step(f"selecting an ensemble in {size} round(s) from the stored heads, on the validation split")
+    choice = select_stored_heads(study, record, cache, artifact_dir, size)
+    model = ensemble_head([member.model for member in choice.members], [m.weight for m in choice.members])
+    listed = ", ".join(f"{member.trial.number} ({member.weight:.2f})" for member in choice.members)
+    on_step(
+        f"ensemble of {len(choice.members)} head(s) from the {choice.candidates} stored: trial (weight) "
+        f"{listed}; validation {record.settings.objective} {choice.value:.4f}"
+    )
+    labels = cache.labels("val").astype(np.int64)
+    scored, _ = scores(labels, predicted_classes(head_outputs(model, cache.embeddings("val"))))
+    members = [
+        {
+            "trial": m.trial.number,
+            "weight": m.weight,
+            "values": list(m.trial.values),
+            "head_config": m.config.to_dict(),
+        }
+        for m in choice.members
+    ]
+    section = {
+        "size": size,
+        "candidates": choice.candidates,
+        "validation_value": choice.value,
+        "members": members,
+    }
+    metrics = {head: {m: scored[head][m] for m in METRICS} for head in scored}
+    return BuiltEnsemble(model, choice.members[0], metrics, section)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
@@ -19,8 +18,10 @@ from data.cache import Cache, open_cache
 from data.errors import ConfigError
 from data.outdir import check_new_dir, staged_dir
 from model.bases import Base, resolve_base
+from model.errors import WeightsError
 from model.head import HeadConfig
 from search.artifacts import best_trial, load_best_head
+from search.ensemble import build_ensemble
 from search.errors import StudyError
 from search.records import (
     ARTIFACT_ATTR,
@@ -90,7 +91,15 @@ def export_best(
     check_cache(study, cache)
     base = cache_base(cache, settings.weights)
     if ensemble is not None:
-        head = ensemble_head_of(study, record, cache, settings.artifact_dir, ensemble, on_step)
+        built = build_ensemble(study, record, cache, settings.artifact_dir, ensemble, on_step)
+        head = ChosenHead(
+            built.model,
+            built.first.config,
+            built.first.trial,
+            built.validation_metrics,
+            retrained=False,
+            ensemble=built.section,
+        )
     else:
         head = single_head(study, record, cache, settings.artifact_dir, trial, retrain, on_step)
     # Written beside ``out`` and renamed into place, so an interrupted export leaves no half model behind.
@@ -120,58 +129,44 @@ def single_head(
     return head
 
 
-def ensemble_head_of(
-    study: optuna.Study,
-    record: StudyRecord,
-    cache: Cache,
-    artifact_dir: Path,
-    size: int,
-    on_step: Callable[[str], None],
-) -> ChosenHead:
-    """The stored heads greedy selection picks in ``size`` rounds, averaged into one head."""
-    from model.ensemble import ensemble_head
-    from model.metrics import METRICS, predicted_classes, scores
-    from model.predict import head_outputs
-    from search.ensemble import select_stored_heads
-
-    on_step(f"selecting an ensemble in {size} round(s) from the stored heads, on the validation split")
-    choice = select_stored_heads(study, record, cache, artifact_dir, size)
-    model = ensemble_head([member.model for member in choice.members], [m.weight for m in choice.members])
-    listed = ", ".join(f"{member.trial.number} ({member.weight:.2f})" for member in choice.members)
-    on_step(
-        f"ensemble of {len(choice.members)} head(s) from the {choice.candidates} stored: trial (weight) "
-        f"{listed}; validation {record.settings.objective} {choice.value:.4f}"
-    )
-    labels = cache.labels("val").astype(np.int64)
-    scored, _ = scores(labels, predicted_classes(head_outputs(model, cache.embeddings("val"))))
-    metrics = {head: {m: scored[head][m] for m in METRICS} for head in scored}
-    members = [
-        {
-            "trial": m.trial.number,
-            "weight": m.weight,
-            "values": list(m.trial.values),
-            "head_config": m.config.to_dict(),
-        }
-        for m in choice.members
-    ]
-    section = {
-        "size": size,
-        "candidates": choice.candidates,
-        "validation_value": choice.value,
-        "members": members,
-    }
-    first = choice.members[0]
-    return ChosenHead(model, first.config, first.trial, metrics, retrained=False, ensemble=section)
-
-
 def cache_base(cache: Cache, weights: str | None) -> Base:
     """The base the cache was embedded with, found with ``weights``; refused unless it makes those embeddings.
 
+    With ``weights`` None they come from the cache's manifest: ``random:SEED`` as its fingerprint records
+    it, else the file (or dlib directory) at its recorded ``weights_path`` when its sha256 still matches.
     It computes in the cache's dtype, so the export reproduces the embeddings the head was searched on.
     """
+    if weights is not None:
+        return _matching_base(cache, weights)
+    recorded = str(cache.fingerprint["weights"])
+    if recorded.startswith("random:"):
+        return _matching_base(cache, recorded)
+    path = cache.manifest.get("weights_path")
+    try:
+        # No path: a cache embedded before face-hpo recorded one; the base's default weights may be them.
+        return _matching_base(cache, path)
+    except WeightsError as error:
+        raise WeightsError(_weights_not_found(cache, path, error)) from error
+
+
+def _matching_base(cache: Cache, weights: str | None) -> Base:
     base = resolve_base(str(cache.fingerprint["base"]), weights, dtype=str(cache.fingerprint["dtype"]))
     base.check_matches(cache.fingerprint, holder=f"the cache at {cache.path}")
     return base
+
+
+def _weights_not_found(cache: Cache, path: str | None, error: WeightsError) -> str:
+    recorded = cache.fingerprint["weights"]
+    if path is None:
+        where = f"its manifest records no weights path, and the base's default weights are not them ({error})"
+    elif not Path(path).exists():
+        where = f"its manifest records them at {path}, which no longer exists"
+    else:
+        where = f"its manifest records them at {path}, which now holds other weights"
+    return (
+        f"cannot find the base weights the cache at {cache.path} was embedded with ({recorded}): {where}. "
+        f"Pass --weights PATH (or set HPO_WEIGHTS) to the weights with that sha256."
+    )
 
 
 def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
@@ -242,6 +237,7 @@ def _write_export(
     from model import export
     from model.evaluate import evaluate_cache
     from model.report import write_report
+    from model.train import loss_class_weights
 
     if base.is_keras:
         on_step("joining base and head, saving model.keras and the SavedModel")
@@ -260,6 +256,10 @@ def _write_export(
         study=_study_section(study, head, record),
         validation_metrics=head.validation_metrics,
         code_version=code_version(),
+        # What the head's loss weighted each class by: the cache's train labels, as the worker saw them.
+        class_weights=loss_class_weights(cache.labels("train"), head.config)
+        if "train" in cache.splits
+        else None,
     )
     if TEST_SPLIT in cache.splits:
         on_step(f"evaluating on the cache's {TEST_SPLIT} split ({len(cache.files(TEST_SPLIT)):,} images)")

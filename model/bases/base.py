@@ -73,6 +73,14 @@ class Base(ABC):
         assert tuple(described) == BASE_KEYS
         return described
 
+    @property
+    def weights_path(self) -> str | None:
+        """Where the weights were read (absolute file or directory), None for generated ones (random:SEED).
+
+        Kept beside the fingerprint, not in it: the weights' identity is their sha256, wherever they lie.
+        """
+        return None
+
     @abstractmethod
     def make_encoder(self, *, workers: int | None = None) -> Encoder:
         """The base as a batch function for ``hpo embed``, ``hpo predict`` and ``hpo evaluate --dataset``.

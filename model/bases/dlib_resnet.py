@@ -239,6 +239,11 @@ class DlibResnetBase(Base):
 
     files: DlibWeights | None = field(default=None, repr=False)
 
+    @property
+    def weights_path(self) -> str | None:
+        # The directory holding both model files: what --weights takes for this base.
+        return None if self.files is None else str(self.files.resnet.parent.resolve())
+
     def make_encoder(self, *, workers: int | None = None) -> Encoder:
         assert self.files is not None  # set by resolve
         return DlibEncoder(self.files, workers=workers)

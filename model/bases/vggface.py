@@ -116,6 +116,11 @@ class VggFaceBase(Base):
 
     source: WeightsSource | None = field(default=None, repr=False)
 
+    @property
+    def weights_path(self) -> str | None:
+        path = self.source.path if self.source is not None else None
+        return None if path is None else str(path.resolve())
+
     def build_model(self) -> keras.Model:
         assert self.source is not None  # set by resolve
         return build_base(self.source, dtype=self.dtype)

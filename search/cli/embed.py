@@ -49,7 +49,10 @@ SKIPPED_SHOWN = 10
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Augmented embeddings stored per train image, next to the clean one.",
+    help="Augmented embeddings stored per train image, next to the clean one: JPEG quality 27-41 and "
+    "coarse dropout, as the authors' imgaug settings drew. Each view is one more base pass over the train "
+    "images, so the default stays 0 (cheap); the paper augmented every train image afresh each epoch "
+    "(plus rotation, shift, zoom and flip, not done here), and docker compose embeds 4 (AUGMENT_VIEWS).",
 )
 @click.option("--augment-seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(

@@ -26,7 +26,8 @@ from search.tfquiet import import_tensorflow_quietly
 @cache_option("The embedding cache the study was created with.")
 @weights_option(
     "The base weights the cache was embedded with (vggface: file, 'vggface' or random:SEED; "
-    "dlib-resnet: 'dlib' or a directory)."
+    "dlib-resnet: 'dlib' or a directory). Not needed when the cache's manifest finds them: random:SEED "
+    "as recorded, or the file embedded from, at its recorded path, while its sha256 matches."
 )
 @artifacts_option("Where the workers stored the heads of best trials.")
 @workdir_option()
@@ -58,12 +59,14 @@ def export_best(
     \b
     Writes into --out, for a Keras base (vggface), one joined model:
       model.keras        Keras 3 model: uint8 image (N, 224, 224, 3) -> age, race, gender
-      saved_model/       TensorFlow SavedModel (serving signature "serving_default")
+      saved_model/       TensorFlow SavedModel: "serving_default" takes uint8 images,
+                         "serve_bytes" encoded JPEG/PNG files (decoded as the cache was)
     for the dlib-resnet base, the head alone (card kind "head+predictor"; hpo predict runs the base):
       head.keras         Keras 3 model: (N, 128) embedding -> age, race, gender
     and either way:
       report/            report.json, report.md, confusion_<head>.png on the cache's test split
-      model_card.json    kind, base, vocabularies, preprocessing, head, study and trial, metrics
+      model_card.json    kind, base, vocabularies, preprocessing, decoder, head, class weights,
+                         compute dtypes, study and trial, metrics
 
     \b
     Example:  hpo export-best --storage postgresql+psycopg2://hpo:PW@db:5432/hpo --out work/export

@@ -109,6 +109,17 @@ def one_go(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return cache_bytes(path)
 
 
+def test_run_embedding_records_the_weights_path_beside_the_fingerprint(tmp_path: Path) -> None:
+    options = EmbedOptions(batch_size=4, shard_size=4)
+    plan = plan_embedding(
+        tables(), tmp_path / "cache", fingerprint(options=options), options, weights_path="/w/vgg.h5"
+    )
+    run_embedding(plan, FIXTURE, ENCODE)
+    cache = open_cache(tmp_path / "cache")
+    assert cache.manifest["weights_path"] == "/w/vgg.h5"
+    assert "weights_path" not in cache.fingerprint  # where the file lies is not what the cache holds
+
+
 def test_run_embedding_arrays_files_labels_in_csv_order(tmp_path: Path) -> None:
     report = embed(tmp_path / "cache")
     cache = open_cache(tmp_path / "cache")

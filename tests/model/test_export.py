@@ -14,8 +14,16 @@ from support import FIXTURE
 
 from data.cache import Cache, open_cache
 from data.errors import CacheError, ConfigError
+from data.images import DECODER
 from model.bases import resolve_base
-from model.export import CARD, ExportedModel, check_cache_matches, load_export, read_card
+from model.export import (
+    CARD,
+    ExportedModel,
+    check_cache_matches,
+    compute_dtypes,
+    load_export,
+    read_card,
+)
 from model.head import HeadConfig, LayerSpec
 from model.metrics import predicted_classes
 from model.network import build_head
@@ -35,6 +43,10 @@ CARD_KEYS = {
     "outputs",
     "vocabularies",
     "preprocessing",
+    "decoder",
+    "signatures",
+    "compute_dtype",
+    "class_weights",
     "parts",
     "weights",
     "head_config",
@@ -58,6 +70,23 @@ keras_out = model.predict(images, batch_size=5, verbose=0)
 saved_out = serve(image=tf.constant(images))
 arrays = {"keras_" + k: v for k, v in keras_out.items()}
 arrays.update({"saved_" + k: v.numpy() for k, v in saved_out.items()})
+np.savez(out, **arrays)
+"""
+
+# In a fresh interpreter: the SavedModel's two signatures on the same files, the uint8 one fed by the
+# pipeline's decoder (what `hpo evaluate --dataset` runs), the bytes one fed the files as they are.
+FRESH_BYTES = """
+import sys
+import numpy as np, tensorflow as tf
+from pathlib import Path
+from data.images import image_batches
+export, out, *paths = sys.argv[1:]
+loaded = tf.saved_model.load(str(Path(export) / "saved_model"))
+images = np.concatenate([batch.numpy() for _, batch in image_batches(Path(), paths, batch_size=8)])
+pixels = loaded.signatures["serving_default"](image=tf.constant(images))
+encoded = loaded.signatures["serve_bytes"](image_bytes=tf.constant([Path(p).read_bytes() for p in paths]))
+arrays = {"pixels_" + k: v.numpy() for k, v in pixels.items()}
+arrays.update({"bytes_" + k: v.numpy() for k, v in encoded.items()})
 np.savez(out, **arrays)
 """
 
@@ -141,6 +170,19 @@ def test_model_card_holds_every_field(exported: ExportedModel, cache: Cache) -> 
     assert (card["kind"], card["base"]) == ("keras", resolve_base("vggface", "random:0").description)
     assert card["parts"] == {"base": "vggface_vgg16", "head": "head"}
     assert card["preprocessing"]["mean_bgr"] == [93.594, 104.7624, 129.1863]
+    assert card["decoder"] == dict(DECODER)
+    assert card["signatures"]["serve_bytes"]["input"] == {
+        "name": "image_bytes",
+        "dtype": "string",
+        "shape": [None],
+    }
+    assert card["signatures"]["serve_bytes"]["decoder"] == dict(DECODER)
+    assert card["compute_dtype"] == {
+        "base": "float32",
+        "head_hidden": ["float32"],
+        "head_outputs": ["float32"],
+    }
+    assert card["class_weights"] is None  # this test export says nothing of its training
     assert {"model_card.json", "model.keras", "saved_model/saved_model.pb"} <= set(card["files"])
     assert all((exported.path / name).is_file() for name in card["files"])
 
@@ -205,3 +247,48 @@ def test_predicted_classes_and_probabilities_of_gender() -> None:
     }
     assert predicted_classes(outputs).tolist() == [[1, 6, 1], [0, 0, 0]]
     assert class_probabilities(outputs)["gender"].tolist() == [[0.5, 0.5], [0.8, 0.2]]
+
+
+@pytest.mark.slow
+def test_saved_model_bytes_signature_equals_uint8_signature_in_fresh_process(
+    exported: ExportedModel, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    # A fixture JPEG as it is (224 x 224), the same face re-encoded at another size (resized in the
+    # graph) and as a PNG.
+    face = FIXTURE / "val" / "1.jpg"
+    with Image.open(face) as image:
+        image.resize((300, 260)).save(tmp_path / "wide.jpg", quality=90)
+        image.save(tmp_path / "face.png")
+    paths = [str(face), str(tmp_path / "wide.jpg"), str(tmp_path / "face.png")]
+    out = tmp_path / "outputs.npz"
+    command = [sys.executable, "-c", FRESH_BYTES, str(exported.path), str(out), *paths]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 0, run.stderr[-3000:]
+    fresh = np.load(out)
+    for head in ("age", "race", "gender"):
+        assert (
+            fresh[f"bytes_{head}"].shape
+            == fresh[f"pixels_{head}"].shape
+            == (3, fresh[f"bytes_{head}"].shape[1])
+        )
+        np.testing.assert_allclose(fresh[f"bytes_{head}"], fresh[f"pixels_{head}"], rtol=0, atol=ATOL)
+    # The three inputs give three different outputs, so equality is not one output repeated.
+    assert len({tuple(np.round(row, 6)) for row in fresh["bytes_age"]}) == 3
+
+
+def test_compute_dtypes_name_a_mixed_precision_head_after_saving(tmp_path: Path) -> None:
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        head = build_head(CONFIG, 16)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    head.save(tmp_path / "head.keras")
+    loaded = keras.saving.load_model(tmp_path / "head.keras", safe_mode=True)
+    assert compute_dtypes("float32", loaded) == {
+        "base": "float32",
+        "head_hidden": ["mixed_bfloat16"],
+        "head_outputs": ["float32"],
+    }

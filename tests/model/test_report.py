@@ -5,11 +5,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
-from model.charts import CELL, cell_color, cell_origin, row_normalised
+from model.charts import CELL, TITLE_FONT_SIZE, cell_color, cell_origin, row_normalised
 from model.paper import PAPER
-from model.report import evaluation_report, report_markdown, write_report
+from model.report import (
+    CHART_AXES,
+    MISSING_IMAGES,
+    NOT_HELD,
+    Coverage,
+    evaluation_report,
+    report_markdown,
+    write_report,
+)
 
 # Six faces, columns age, race, gender (vocabulary indices).
 LABELS = np.array([[3, 0, 1], [3, 0, 0], [4, 1, 1], [4, 1, 1], [4, 5, 0], [8, 6, 0]])
@@ -75,9 +83,13 @@ def test_cell_color_ends_are_light_and_dark() -> None:
 def test_report_markdown_puts_paper_beside_model() -> None:
     markdown = report_markdown(evaluation_report(LABELS, PREDICTIONS, source=SOURCE))
     lines = markdown.splitlines()
-    # Paper support and the one per-class paper figure held (30-39 recall 0.03); the rest are blank.
-    assert "| 30-39 | 3,827 | 3 | 0.03 | 0.67 | 0.67 | 0.67 |" in lines
-    assert "| 20-29 | 5,220 | 2 | — | 0.50 | 0.33 | 0.40 |" in lines
+    # Precision, recall, F1 and support, the paper's beside ours: the paper's support and the one
+    # per-class paper figure held (30-39 recall 0.03); the rest are —, and the report says why.
+    assert "| class | precision (paper) | precision | recall (paper) | recall | F1 (paper) | F1 " in markdown
+    assert "| 30-39 | — | 0.67 | 0.03 | 0.67 | — | 0.67 | 3,827 | 3 |" in lines
+    assert "| 20-29 | — | 0.33 | — | 0.50 | — | 0.40 | 5,220 | 2 |" in lines
+    assert "| Male | — | 0.75 | — | 1.00 | — | 0.86 | 9,186 | 3 |" in lines
+    assert NOT_HELD in lines
     assert "| accuracy | 45.3% | 50.0% |" in lines
     assert "| balanced accuracy | — | 38.9% |" in lines
     assert "| accuracy | 55.0% | 83.3% |" in lines
@@ -110,3 +122,53 @@ def test_report_groups_equal_a_hand_count_and_absent_groups_are_not_zero(tmp_pat
     write_report(report, tmp_path)
     chart = Image.open(tmp_path / "groups.png").convert("RGB")
     assert (203, 24, 29) in {colour for _, colour in chart.getcolors(maxcolors=1 << 16)}  # the worst group
+
+
+def _ink_width(image: Image.Image, box: tuple[int, int, int, int]) -> int:
+    """Width of the dark pixels' bounding box inside ``box`` of ``image``."""
+    dark = image.crop(box).convert("L").point(lambda value: 255 if value < 128 else 0)
+    bbox = dark.getbbox()
+    assert bbox is not None
+    return bbox[2] - bbox[0]
+
+
+def test_chart_titles_are_whole_and_name_the_axes(tmp_path: Path) -> None:
+    write_report(evaluation_report(LABELS, PREDICTIONS, source=SOURCE), tmp_path)
+    font = ImageFont.load_default(size=TITLE_FONT_SIZE)
+    for head, table in (("age", "Table III"), ("race", "Table IV"), ("gender", "Table V")):
+        image = Image.open(tmp_path / f"confusion_{head}.png").convert("RGB")
+        _, top = cell_origin(0, 0)
+        for number, line in enumerate([f"{head} ({table}), n = 6", CHART_AXES]):
+            # The line drawn alone on a wide canvas: a cut title would be narrower in the chart.
+            alone = Image.new("RGB", (2000, 40), "white")
+            ImageDraw.Draw(alone).text((10, 10), line, fill="black", font=font)
+            band = (0, 4 + number * 20, image.width, 24 + number * 20)
+            assert band[3] < top
+            assert _ink_width(image, band) == _ink_width(alone, (0, 0, 2000, 40)), (head, line)
+
+
+def test_coverage_sentence_states_present_of_total() -> None:
+    coverage = Coverage("test", 17349, [f"train/{n}.jpg" for n in range(17349 - 1606)])
+    assert coverage.sentence() == "1,606 of 17,349 test images present, 9.3 %"
+    assert Coverage.from_dict(coverage.to_dict()) == Coverage("test", 17349, tuple(coverage.missing))
+
+
+def test_write_report_keeps_missing_images_in_their_own_file(tmp_path: Path) -> None:
+    coverage = Coverage("test", 8, ["train/7.jpg", "train/9.jpg"])
+    report = evaluation_report(LABELS, PREDICTIONS, source=SOURCE, coverage=coverage)
+    written = write_report(report, tmp_path)
+    assert tmp_path / MISSING_IMAGES in written
+    assert (tmp_path / MISSING_IMAGES).read_text() == "train/7.jpg\ntrain/9.jpg\n"
+    stored = json.loads((tmp_path / "report.json").read_text())
+    assert stored["coverage"] == {
+        "split": "test",
+        "total": 8,
+        "present": 6,
+        "fraction": 0.75,
+        "missing": MISSING_IMAGES,
+    }
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    assert (
+        f"- coverage: 6 of 8 test images present, 75.0 %; the 2 missing are listed in {MISSING_IMAGES}"
+        in lines
+    )

@@ -70,6 +70,8 @@ def test_dlib_embed_caches_128d_vectors_and_names_the_base(flow: Flow) -> None:
     cache = open_cache(flow.cache)
     weights = resolve_dlib_weights()
     assert (cache.fingerprint["base"], cache.fingerprint["weights"]) == ("dlib-resnet", weights.identity)
+    # Where the model files were read, so `hpo export-best` finds them without --weights.
+    assert cache.manifest["weights_path"] == str(weights.resnet.parent.resolve())
     assert (cache.dim, cache.fingerprint["dim"], cache.fingerprint["dtype"]) == (128, 128, "float32")
     encoder = DlibEncoder(weights, workers=1)
     for split in ("train", "val", "test"):

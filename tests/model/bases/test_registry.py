@@ -3,6 +3,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,13 @@ def images() -> np.ndarray:
 def test_base_names_vggface_default() -> None:
     assert BASE_NAMES == ("vggface", "dlib-resnet")
     assert DEFAULT_BASE == "vggface"
+
+
+def test_weights_path_is_the_resolved_file_or_none_for_random(tmp_path: Path) -> None:
+    (tmp_path / "w.h5").write_bytes(b"weights")
+    found = resolve_base("vggface", str(tmp_path / "." / "w.h5"))
+    assert found.weights_path == str((tmp_path / "w.h5").resolve())
+    assert resolve_base("vggface", "random:0").weights_path is None
 
 
 def test_resolve_base_unknown_lists_known() -> None:

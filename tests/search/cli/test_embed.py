@@ -78,6 +78,7 @@ def test_embed_cache_readable_with_plain_numpy(
         8,
     )
     assert sorted(fingerprint["labels_sha256"]) == ["fairface_label_train.csv", "fairface_label_val.csv"]
+    assert manifest["weights_path"] is None  # random:0 weights are read from nowhere
     assert (manifest["complete"], manifest["splits"], manifest["skipped"]) == (
         True,
         {"val": {"count": 8, "views": 1, "skipped": 0}},

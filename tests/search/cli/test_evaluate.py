@@ -202,3 +202,39 @@ def test_evaluate_model_dir_missing_its_card(run_hpo: RunHpo, cache: Cache, tmp_
         f"hpo: error: model directory {tmp_path} has no model_card.json; pass a directory written by "
         "`hpo export-best --out`.\n"
     )
+
+
+def test_evaluate_partial_dataset_refused_then_allowed(
+    run_hpo: RunHpo, model_dir: Path, cache: Cache, tmp_path: Path
+) -> None:
+    root = tmp_path / "fairface"
+    shutil.copytree(FIXTURE, root)
+    gone = sorted(cache.files("test"))[:3]
+    for name in gone:
+        (root / name).unlink()
+    evaluate = ["evaluate", "--model", str(model_dir), "--dataset", str(root)]
+    code, out, err = run_hpo(*evaluate, "--out", str(tmp_path / "refused"))
+    assert (code, out) == (2, "")
+    first = next(name for name in cache.files("test") if name in gone)  # in the split's row order
+    assert err == (
+        f"hpo: error: 5 of 8 test images present, 62.5 % under {root} (first missing: {first}); a report "
+        "to set beside the paper's needs at least 99 %. Pass --allow-partial to evaluate the 5 present, "
+        "or --dataset a FairFace root that holds the whole split.\n"
+    )
+    assert not (tmp_path / "refused").exists()
+    code, out, err = run_hpo(*evaluate, "--allow-partial", "--out", str(tmp_path / "eval"))
+    assert code == 0, err
+    assert "coverage: 5 of 8 test images present, 62.5 %\n" in err
+    assert str(tmp_path / "eval" / "missing_images.txt") in out.splitlines()
+    listed = (tmp_path / "eval" / "missing_images.txt").read_text().splitlines()
+    assert sorted(listed) == gone
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["count"] == 5
+    assert report["coverage"] == {
+        "split": "test",
+        "total": 8,
+        "present": 5,
+        "fraction": 5 / 8,
+        "missing": "missing_images.txt",
+    }
+    assert "- coverage: 5 of 8 test images present, 62.5 %" in (tmp_path / "eval" / "report.md").read_text()

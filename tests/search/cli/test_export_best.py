@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,11 +17,13 @@ import pytest
 from support import FIXTURE, HPO, RunHpo
 
 from data.cache import open_cache
-from data.labels import HEADS
+from data.labels import HEADS, VOCABULARIES
+from model.errors import WeightsError
 from model.export import load_export
 from model.predict import head_outputs
 from search.artifacts import load_best_head
 from search.cli import main
+from search.export_best import cache_base
 from search.study import open_storage_for, open_study
 from search.worker import StopFlag, WorkerSpec, run_worker
 
@@ -35,9 +39,9 @@ class Searched:
     artifacts: Path
     space: Path
 
-    def args(self, study: str, out: Path, *extra: str) -> list[str]:
+    def args(self, study: str, out: Path, *extra: str, weights: bool = True) -> list[str]:
         where = ["--storage", self.url, "--study", study, "--cache", str(self.cache)]
-        base = ["--weights", "random:0", "--artifacts", str(self.artifacts)]
+        base = [*(["--weights", "random:0"] if weights else []), "--artifacts", str(self.artifacts)]
         return ["export-best", *where, *base, "--out", str(out), *extra]
 
 
@@ -229,3 +233,62 @@ def test_export_best_refuses_a_non_empty_out(run_hpo: RunHpo, searched: Searched
         err == f"hpo: error: --out {tmp_path} exists and is not empty; choose a new directory or delete it.\n"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_export_best_needs_only_the_study_on_a_random_cache(
+    run_hpo: RunHpo, searched: Searched, tmp_path: Path
+) -> None:
+    out = tmp_path / "export"
+    code, stdout, err = run_hpo(*searched.args("s", out, weights=False))
+    assert code == 0, err
+    assert stdout == f"{out}\n"
+    card = load_export(out).card
+    assert card["weights"] == "random:0"
+    # The card records the loss weights: balanced on the cache's train labels (class-weight strength of
+    # the exported trial), per class in vocabulary order; gender unweighted.
+    labels = open_cache(searched.cache).labels("train")
+    strength = card["head_config"]["class_weight_strength"]
+    counts = np.bincount(labels[:, 0], minlength=9)
+    balanced = [(len(labels) / (9 * n)) ** strength if n else 1.0 for n in counts]
+    age = dict(zip(VOCABULARIES["age"], balanced, strict=True))
+    assert card["class_weights"]["age"] == pytest.approx(age, rel=1e-6)
+    assert list(card["class_weights"]["race"]) == list(VOCABULARIES["race"])
+    assert card["class_weights"]["gender"] == "unweighted binary cross-entropy"
+    assert card["compute_dtype"]["head_outputs"] == ["float32"]
+
+
+def _recorded_cache(searched: Searched, tmp_path: Path, weights: Path) -> Path:
+    """A copy of the searched cache whose manifest says it was embedded from the file ``weights``."""
+    copy = tmp_path / "cache"
+    shutil.copytree(searched.cache, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["fingerprint"]["weights"] = "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()
+    manifest["weights_path"] = str(weights)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_cache_base_takes_the_recorded_weights_file_while_its_sha256_matches(
+    searched: Searched, tmp_path: Path
+) -> None:
+    weights = tmp_path / "rcmalli_vggface_tf_notop_vgg16.h5"
+    weights.write_bytes(b"the weights embedded with")  # resolving reads only its sha256
+    cache = open_cache(_recorded_cache(searched, tmp_path, weights))
+    recorded = cache.fingerprint["weights"]
+    base = cache_base(cache, None)
+    assert (base.weights, base.weights_path) == (recorded, str(weights))
+    weights.write_bytes(b"other weights under the same name")
+    fix = "Pass --weights PATH (or set HPO_WEIGHTS) to the weights with that sha256."
+    with pytest.raises(WeightsError) as changed:
+        cache_base(cache, None)
+    assert str(changed.value) == (
+        f"cannot find the base weights the cache at {cache.path} was embedded with ({recorded}): its "
+        f"manifest records them at {weights}, which now holds other weights. {fix}"
+    )
+    weights.unlink()
+    with pytest.raises(WeightsError) as gone:
+        cache_base(cache, None)
+    assert str(gone.value) == (
+        f"cannot find the base weights the cache at {cache.path} was embedded with ({recorded}): its "
+        f"manifest records them at {weights}, which no longer exists. {fix}"
+    )
