@@ -1,140 +1,186 @@
-"""The report of bench/quality.py: the results table, TPE vs random convergence, and the issue's goals."""
+"""The report of bench/quality.py, rendered from its whole results file: tables, intervals and the goals.
+
+Every figure is on the test part (1,600 rows no search saw). Intervals are paired bootstraps over the test
+rows: both methods are scored on the same resampled rows each round, so the interval is the difference's.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from quality_data import scores
-from quality_search import SearchOutcome, trials_to_reach
 
 from data.labels import HEADS
+from model.metrics import scores
 
-GOAL_MARGIN = 0.03  # the searched head must beat the paper's head and the probe by 3 points
 BOOTSTRAP_ROUNDS = 1000
+BASELINES = ("probe", "paper", "kerastuner")  # (a), (b), (f): what the search must beat
+SEARCHED = ("tpe-wide", "ensemble")  # (d), (e)
+WIN_MARGIN = 2.0  # points of test mean balanced accuracy, goal 1
+FAIR_RAISE, FAIR_COST = 3.0, 1.0  # points, goal 2
+WIDE_COST = 2.0  # wall-time ratio, goal 3
+WORST_HEADS = ("age", "gender")  # the heads whose worst race group goal 2 judges
+Stat = Callable[[np.ndarray, np.ndarray], float]
 
 
-@dataclass(frozen=True)
-class Row:
-    """One method's line of the table."""
+def encode(classes: np.ndarray) -> str:
+    """Class indices (all < 10) as one digit each: 1,600 test rows are a 1,600-character string."""
+    if classes.ndim != 1 or not ((classes >= 0).all() and (classes < 10).all()):
+        raise ValueError(f"encode takes a vector of class indices 0-9, got {classes!r}")
+    return "".join(map(str, classes.tolist()))
 
-    method: str
-    test: dict[str, dict[str, float]]  # per head: accuracy, balanced_accuracy, macro_f1
-    val_value: float  # mean validation balanced accuracy of the chosen head
-    trials: int
-    epochs: int  # epochs trained over all trials (0: not a network)
-    seconds: float | None  # None: a search reused from an earlier run
-    note: str
-    config: dict[str, object] | None = None
-    predicted: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # test predictions per head
 
-    def mean(self, metric: str) -> float:
-        """The test metric averaged over the three heads."""
-        return float(np.mean([self.test[head][metric] for head in HEADS]))
+def decode(text: str) -> np.ndarray:
+    """The inverse of ``encode``."""
+    return np.frombuffer(text.encode("ascii"), np.uint8).astype(np.int64) - ord("0")
+
+
+def mean_balanced(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Balanced accuracy averaged over the three heads, in points."""
+    metrics, _ = scores(labels, predicted)
+    return 100 * float(np.mean([metrics[head]["balanced_accuracy"] for head in HEADS]))
+
+
+def worst_race(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """The worst race group's balanced accuracy, averaged over the age and gender heads, in points."""
+    metrics, _ = scores(labels, predicted)
+    return 100 * float(np.mean([metrics[head]["group_min"] for head in WORST_HEADS]))
+
+
+def paired(
+    stat: Stat, a: np.ndarray, b: np.ndarray, labels: np.ndarray, rounds: int = BOOTSTRAP_ROUNDS
+) -> tuple[float, ...]:
+    """``stat`` of a minus b, and the 2.5 and 97.5 percentiles of it over bootstrap resamples of the rows."""
+    rng = np.random.default_rng(0)
+    differences = []
+    for _ in range(rounds):
+        rows = rng.integers(0, len(labels), len(labels))
+        differences.append(stat(labels[rows], a[rows]) - stat(labels[rows], b[rows]))
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return stat(labels, a) - stat(labels, b), float(low), float(high)
+
+
+def _interval(values: Sequence[float]) -> str:
+    difference, low, high = values
+    return f"{difference:+.1f} ({low:+.1f} to {high:+.1f})"
 
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def markdown_table(rows: Sequence[Row]) -> str:
-    """Test accuracy / balanced accuracy per head and their means, with what each method cost."""
-    heads = " | ".join(f"{head} acc | {head} bal" for head in HEADS)
+def _mean(run: Mapping[str, Any], metric: str) -> float:
+    return 100 * float(np.mean([run["test"][head][metric] for head in HEADS]))
+
+
+def _worst(run: Mapping[str, Any], head: str) -> str:
+    groups = run["test_groups"][head]
+    return f"{_pct(groups['group_min'])} ({groups['group_min_name']})"
+
+
+def seed_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One seed's methods: test figures per head, the worst race groups, what each cost."""
     lines = [
-        f"| method | val mean bal | {heads} | mean acc | **mean bal** | trials | epochs | wall |",
-        "|---|" + "---|" * (2 * len(HEADS) + 6),
+        "| method | val value | age bal | race bal | gender bal | mean acc | **mean bal** | age worst race "
+        "| gender worst race | trials | epochs | wall | CPU |",
+        "|---|" + "---|" * 12,
     ]
-    for row in rows:
-        cells = " | ".join(
-            f"{_pct(row.test[head]['accuracy'])} | {_pct(row.test[head]['balanced_accuracy'])}"
-            for head in HEADS
-        )
+    for run in runs:
+        heads = " | ".join(_pct(run["test"][head]["balanced_accuracy"]) for head in HEADS)
         lines.append(
-            f"| {row.method} | {_pct(row.val_value)} | {cells} | {_pct(row.mean('accuracy'))} | "
-            f"**{_pct(row.mean('balanced_accuracy'))}** | {row.trials} | {row.epochs} | "
-            f"{'reused' if row.seconds is None else f'{row.seconds / 60:.1f} min'} |"
+            f"| {run['label']} | {_pct(run['val_value'])} | {heads} | {_mean(run, 'accuracy'):.1f} | "
+            f"**{_mean(run, 'balanced_accuracy'):.1f}** | {_worst(run, 'age')} | {_worst(run, 'gender')} | "
+            f"{run['trials']} | {run['epochs']} | {run['seconds'] / 60:.1f} min | "
+            f"{run['cpu_seconds'] / 60:.1f} min |"
         )
     lines.append("")
-    lines += [f"- {row.method}: {row.note}" for row in rows]
-    return "\n".join(lines)
-
-
-def best_so_far(values: Sequence[float | None], count: int) -> str:
-    """The best COMPLETE value among the first ``count`` trials, in percent ("-" when none)."""
-    complete = [value for value in values[:count] if value is not None]
-    return _pct(max(complete)) if complete else "-"
-
-
-def reach_lines(outcomes: Mapping[str, SearchOutcome]) -> list[str]:
-    """Trials TPE and random search took to reach random's final best validation value; bests so far."""
-    random, tpe = outcomes["random"], outcomes["tpe"]
-    target = random.val_value
-    by_random, by_tpe = trials_to_reach(random.values, target), trials_to_reach(tpe.values, target)
-    reached = (
-        f"reached it after {by_tpe} trials"
-        if by_tpe is not None
-        else f"did not reach it within its {len(tpe.values)} trials"
-    )
-    pruned = sum(value is None for value in tpe.values)
-    return [
-        f"- random search's final best validation value {_pct(target)} % was found by random search "
-        f"after {by_random} of its {len(random.values)} trials; TPE + pruning {reached} "
-        f"(TPE's own best: {_pct(tpe.val_value)} %; {pruned} of its {len(tpe.values)} trials pruned; "
-        f"epochs trained: TPE {tpe.epochs}, random {random.epochs}, KerasTuner "
-        f"{outcomes['kerastuner'].epochs})."
-    ] + [
-        f"- best validation value after {count} trials: "
-        + ", ".join(f"{name} {best_so_far(outcome.values, count)}" for name, outcome in outcomes.items())
-        for count in sorted({5, 10, 15, 20, len(random.values)})
-        if count <= len(random.values)
+    lines += [
+        f"- {run['label']}: {run['note']} (load average {run['load_average'][0]:.1f} -> "
+        f"{run['load_average'][1]:.1f})"
+        for run in runs
     ]
+    return lines
 
 
-def mean_balanced(predicted: Mapping[str, np.ndarray], labels: np.ndarray) -> float:
-    """Balanced accuracy averaged over the three heads."""
-    return float(np.mean([value["balanced_accuracy"] for value in scores(dict(predicted), labels).values()]))
-
-
-def paired_difference(better: Row, other: Row, labels: np.ndarray, *, seed: int = 0) -> str:
-    """``better`` minus ``other`` in test mean balanced accuracy, with its 95 % paired bootstrap interval.
-
-    Both are scored on the same resampled test rows each round, so the interval is that of the difference.
-    """
-    rng = np.random.default_rng(seed)
-    rounds = []
-    for _ in range(BOOTSTRAP_ROUNDS):
-        rows = rng.integers(0, len(labels), len(labels))
-        rounds.append(
-            mean_balanced({head: guess[rows] for head, guess in better.predicted.items()}, labels[rows])
-            - mean_balanced({head: guess[rows] for head, guess in other.predicted.items()}, labels[rows])
-        )
-    difference = better.mean("balanced_accuracy") - other.mean("balanced_accuracy")
-    low, high = np.percentile(rounds, [2.5, 97.5])
-    return f"{100 * difference:+.1f} points (95 % interval {100 * low:+.1f} to {100 * high:+.1f})"
-
-
-def goals(
-    rows: Sequence[Row], outcomes: Mapping[str, SearchOutcome], trials: int, labels: np.ndarray
+def goal_lines(
+    by_method: Mapping[str, Mapping[str, Any]], labels: np.ndarray, rounds: int = BOOTSTRAP_ROUNDS
 ) -> list[str]:
-    """The issue's three goals, each judged on this run's figures; ``labels`` are the test labels."""
-    by_method = {row.method[:3]: row for row in rows}
-    searched, paper, probe, tuner = (by_method[key] for key in ("(b)", "(a)", "(e)", "(d)"))
-    margin = min(searched.mean("balanced_accuracy") - row.mean("balanced_accuracy") for row in (paper, probe))
-    target = outcomes["random"].val_value
-    by_tpe = trials_to_reach(outcomes["tpe"].values, target)
-    by_random = trials_to_reach(outcomes["random"].values, target)
-    fast = by_tpe is not None and by_tpe <= trials / 2
-    at_least = searched.mean("balanced_accuracy") >= tuner.mean("balanced_accuracy")
-    return [
-        f"- goal 1 (searched head beats the Table II head and the probe by >= 3 points of test mean "
-        f"balanced accuracy): {'met' if margin >= GOAL_MARGIN else 'NOT met'} -- "
-        f"(b) - (a) {paired_difference(searched, paper, labels)}; "
-        f"(b) - (e) {paired_difference(searched, probe, labels)}",
-        f"- goal 2 (TPE + pruning reaches random's final best in <= half the trials, {trials // 2} of "
-        f"{trials}): {'met' if fast else 'NOT met'} -- trials needed: TPE {by_tpe or 'never'}, "
-        f"random {by_random}",
-        f"- goal 3 (face-hpo's best >= KerasTuner's, test mean balanced accuracy): "
-        f"{'met' if at_least else 'NOT met'} -- (b) - (d) {paired_difference(searched, tuner, labels)}; "
-        f"validation {_pct(searched.val_value)} vs {_pct(tuner.val_value)}",
+    """One seed's verdict on each goal it has the runs for; the first word of each is met / NOT met."""
+
+    def predicted(method: str) -> np.ndarray:
+        return np.stack([decode(by_method[method]["predicted"][head]) for head in HEADS], axis=1)
+
+    lines = []
+    baselines = [method for method in BASELINES if method in by_method]
+    if len(baselines) == len(BASELINES) and all(method in by_method for method in SEARCHED):
+        best = max(baselines, key=lambda method: _mean(by_method[method], "balanced_accuracy"))
+        wins = {m: paired(mean_balanced, predicted(m), predicted(best), labels, rounds) for m in SEARCHED}
+        met = any(value >= WIN_MARGIN and low > 0 for value, low, _ in wins.values())
+        lines.append(
+            f"goal 1 {'met' if met else 'NOT met'}: best of (a), (b), (f) on test is "
+            f"{by_method[best]['label'][:3]} {_mean(by_method[best], 'balanced_accuracy'):.1f}; "
+            + "; ".join(f"{by_method[m]['label'][:3]} minus it {_interval(wins[m])}" for m in SEARCHED)
+        )
+    if "fair-wide" in by_method and "tpe-wide" in by_method:
+        fair, wide = by_method["fair-wide"], by_method["tpe-wide"]
+        raised = {
+            head: 100 * (fair["test_groups"][head]["group_min"] - wide["test_groups"][head]["group_min"])
+            for head in WORST_HEADS
+        }
+        cost = _mean(wide, "balanced_accuracy") - _mean(fair, "balanced_accuracy")
+        met = all(value >= FAIR_RAISE for value in raised.values()) and cost <= FAIR_COST
+        both = paired(worst_race, predicted("fair-wide"), predicted("tpe-wide"), labels, rounds)
+        lines.append(
+            f"goal 2 {'met' if met else 'NOT met'}: (g) - (d) worst race group, age {raised['age']:+.1f}, "
+            f"gender {raised['gender']:+.1f} (their mean {_interval(both)}); mean balanced accuracy "
+            f"{-cost:+.1f}"
+        )
+    if "tpe-wide" in by_method and "tpe-default" in by_method:
+        wide, narrow = by_method["tpe-wide"], by_method["tpe-default"]
+        ratio = wide["seconds"] / narrow["seconds"]
+        cpu = wide["cpu_seconds"] / narrow["cpu_seconds"]
+        minutes = f"{wide['seconds'] / 60:.1f} vs {narrow['seconds'] / 60:.1f} min"
+        lines.append(
+            f"goal 3 {'met' if ratio <= WIDE_COST else 'NOT met'}: wide / default search wall time "
+            f"{ratio:.2f} (CPU time {cpu:.2f}; {minutes})"
+        )
+    return lines
+
+
+def render(content: Mapping[str, Any], rounds: int = BOOTSTRAP_ROUNDS) -> str:
+    """The whole report of a results file."""
+    if not content.get("runs"):
+        return "no results yet\n"
+    labels = np.stack([decode(content["test_labels"][head]) for head in HEADS], axis=1)
+    budget, data = content["budget"], content["data"]
+    seeds = sorted({run["seed"] for run in content["runs"].values()})
+    out = [
+        "# bench/quality.py: search quality on real faces (dlib-resnet base, shared FairFace sample)",
+        "",
+        f"- machine: {content['machine']}; {', '.join(f'{k} {v}' for k, v in content['versions'].items())}",
+        f"- data: {data['sizes']} rows ({data['dim']}-d), train with {data['train_views'] - 1} augmented "
+        f"views per image: `hpo {data['embed']}`",
+        f"- budget of every search: {budget['trials']} trials x up to {budget['epochs']} epochs, early "
+        f"stopping patience {budget['patience']}; no search starts from the Table II head",
+        f"- intervals: 95 % paired bootstrap over the test rows, {rounds} rounds",
+        "",
     ]
+    order = list(dict.fromkeys(run["method"] for run in sorted(content["runs"].values(), key=_order)))
+    verdicts: dict[int, list[str]] = {}
+    for seed in seeds:
+        by_method = {run["method"]: run for run in content["runs"].values() if run["seed"] == seed}
+        runs = [by_method[method] for method in order if method in by_method]
+        verdicts[seed] = goal_lines(by_method, labels, rounds)
+        out += [f"## Seed {seed}", "", *seed_table(runs), "", *(f"- {line}" for line in verdicts[seed]), ""]
+    out += ["## Goals over the seeds done", ""]
+    for goal in (1, 2, 3):
+        name = f"goal {goal}"
+        judged = {s: line for s, lines in verdicts.items() for line in lines if line.startswith(name)}
+        met = [seed for seed, line in judged.items() if line.startswith(f"{name} met")]
+        out.append(f"- {name}: met on seeds {met or 'none'} of the seeds judged, {sorted(judged) or 'none'}")
+    return "\n".join(out) + "\n"
+
+
+def _order(run: Mapping[str, Any]) -> str:
+    return run["label"]

@@ -43,23 +43,27 @@ class SearchOutcome:
     epochs: int  # epochs trained over all trials
     seconds: float | None  # wall time of the search in this run; None: it had finished before (reused)
     note: str  # where the head comes from
+    study: optuna.Study | None = None  # None: not a face-hpo study
+    artifact_dir: Path | None = None  # where the study's stored heads are
 
 
-def bench_space() -> Space:
-    """The default space without its named points: no search starts from the paper's head for free.
+def bench_space(name: str = "default") -> Space:
+    """Packaged space ``name`` without its named points: no search starts from the paper's head for free.
 
     KerasTuner has no way to queue a given point first, so face-hpo's searches do without it too.
     """
-    text = load_space().text
+    text = load_space(Path(name)).text
     ranges = text.split("\n[points.", 1)[0]
-    return parse_space(ranges, source="the default space without its points (bench/quality.py)")
+    return parse_space(ranges, source=f"the {name} space without its points (bench/quality.py)")
 
 
 def run_study(
     label: str,
     *,
-    sampler: str,
-    pruner: str,
+    space: str,
+    objective: str = "balanced_accuracy",
+    sampler: str = "tpe",
+    pruner: str = "hyperband",
     cache_dir: Path,
     workdir: Path,
     trials: int,
@@ -71,13 +75,23 @@ def run_study(
     name = f"{label}-t{trials}-e{epochs}-s{seed}"
     artifact_dir = workdir / "artifacts" / name
     settings = StudySettings(
-        budget=trials, sampler=sampler, pruner=pruner, epochs=epochs, patience=PATIENCE, seed=seed
+        budget=trials,
+        objective=objective,
+        sampler=sampler,
+        pruner=pruner,
+        epochs=epochs,
+        patience=PATIENCE,
+        seed=seed,
     )
     study, _ = create_study(
-        open_storage(url), name, space=bench_space(), cache=open_cache(cache_dir), settings=settings
+        open_storage(url), name, space=bench_space(space), cache=open_cache(cache_dir), settings=settings
     )
     reused = progress(study)[0] >= trials
-    print(f"[{label}] study {name!r}: {sampler} sampler, {pruner} pruner, {trials} trials", flush=True)
+    print(
+        f"[{label}] study {name!r}: {space} space, {objective}, {sampler} sampler, {pruner} pruner, "
+        f"{trials} trials",
+        flush=True,
+    )
     configure_logging(0)  # the worker's per-trial lines are the progress
     started = time.monotonic()
     run_worker(WorkerSpec(url, name, cache_dir, artifact_dir), StopFlag())
@@ -94,6 +108,8 @@ def study_outcome(
     finished.sort(key=lambda trial: trial.number)
     return SearchOutcome(
         name=label,
+        study=study,
+        artifact_dir=artifact_dir,
         model=model,
         config=config,
         val_value=float(best.values[0]),
