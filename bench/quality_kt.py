@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -170,10 +171,11 @@ def run_kerastuner(
     stopping = keras.callbacks.EarlyStopping(monitor=OBJECTIVE, mode="max", patience=PATIENCE)
     targets = {head: train_y[:, column].astype(np.int32) for column, head in enumerate(HEADS)}
     print(f"[kerastuner] RandomSearch: {trials} trials, up to {epochs} epochs each", flush=True)
-    reused = len(finished_trials(tuner)) >= trials
+    before = len(finished_trials(tuner))
+    reused = before >= trials
     started = time.monotonic()
     tuner.search(train_x, targets, epochs=epochs, callbacks=[ValObjective(val_x, val_y), stopping], verbose=0)
-    return kt_outcome(tuner, None if reused else time.monotonic() - started)
+    return replace(kt_outcome(tuner, None if reused else time.monotonic() - started), resumed_from=before)
 
 
 def finished_trials(tuner: kt.Tuner) -> list[kt.engine.trial.Trial]:

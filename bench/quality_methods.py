@@ -130,15 +130,20 @@ def _search(label: str, budget: Budget, **study: str) -> SearchOutcome:
 
 def _search_result(outcome: SearchOutcome, arrays: Arrays, seconds: float) -> Result:
     pruned = sum(value is None for value in outcome.values)
+    resumed = (
+        f"; resumed after {outcome.resumed_from} trials of an earlier run: wall and CPU time cover the rest"
+        if outcome.resumed_from
+        else ""
+    )
     return Result(
         predicted=head_predictions(outcome.model, arrays["test"][0]),
         val_value=outcome.val_value,
         trials=len(outcome.values),
         epochs=outcome.epochs,
         seconds=seconds,
-        note=f"{outcome.note}; {pruned} of {len(outcome.values)} trials pruned",
+        note=f"{outcome.note}; {pruned} of {len(outcome.values)} trials pruned{resumed}",
         config=outcome.config.to_dict(),
-        extra={"values": list(outcome.values)},
+        extra={"values": list(outcome.values), "resumed_from": outcome.resumed_from},
     )
 
 

@@ -136,8 +136,9 @@ def goal_lines(
             f"gender {raised['gender']:+.1f} (their mean {_interval(both)}); mean balanced accuracy "
             f"{-cost:+.1f}"
         )
-    if "tpe-wide" in by_method and "tpe-default" in by_method:
-        wide, narrow = by_method["tpe-wide"], by_method["tpe-default"]
+    timed = [by_method[m] for m in ("tpe-wide", "tpe-default") if m in by_method]
+    if len(timed) == 2 and not any(run.get("extra", {}).get("resumed_from") for run in timed):
+        wide, narrow = timed
         ratio = wide["seconds"] / narrow["seconds"]
         cpu = wide["cpu_seconds"] / narrow["cpu_seconds"]
         minutes = f"{wide['seconds'] / 60:.1f} vs {narrow['seconds'] / 60:.1f} min"

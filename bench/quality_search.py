@@ -9,7 +9,7 @@ A study that already exists with the same settings is reused: its worker only ru
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +43,7 @@ class SearchOutcome:
     epochs: int  # epochs trained over all trials
     seconds: float | None  # wall time of the search in this run; None: it had finished before (reused)
     note: str  # where the head comes from
+    resumed_from: int = 0  # trials finished before this run: its wall time covers only the rest
     study: optuna.Study | None = None  # None: not a face-hpo study
     artifact_dir: Path | None = None  # where the study's stored heads are
 
@@ -86,7 +87,8 @@ def run_study(
     study, _ = create_study(
         open_storage(url), name, space=bench_space(space), cache=open_cache(cache_dir), settings=settings
     )
-    reused = progress(study)[0] >= trials
+    before = progress(study)[0]
+    reused = before >= trials
     print(
         f"[{label}] study {name!r}: {space} space, {objective}, {sampler} sampler, {pruner} pruner, "
         f"{trials} trials",
@@ -96,7 +98,8 @@ def run_study(
     started = time.monotonic()
     run_worker(WorkerSpec(url, name, cache_dir, artifact_dir), StopFlag())
     seconds = None if reused else time.monotonic() - started
-    return study_outcome(open_study(open_storage(url), name), label, artifact_dir, seconds)
+    outcome = study_outcome(open_study(open_storage(url), name), label, artifact_dir, seconds)
+    return replace(outcome, resumed_from=before)
 
 
 def study_outcome(

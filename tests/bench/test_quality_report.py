@@ -100,6 +100,8 @@ def test_a_seed_without_all_runs_judges_only_what_it_has() -> None:
     del runs["kerastuner"], runs["fair-wide"]
     lines = goal_lines(runs, truth, ROUNDS)
     assert [line.split()[1] for line in lines] == ["3"]
+    runs["tpe-wide"]["extra"] = {"resumed_from": 20}  # its wall time covers 30 of its 50 trials
+    assert goal_lines(runs, truth, ROUNDS) == []
 
 
 def test_render_lists_every_seed_and_counts_the_seeds_that_met_a_goal() -> None:
