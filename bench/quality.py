@@ -89,7 +89,16 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("tensorflow", "keras", "optuna", "keras-tuner", "scikit-learn", "dlib-bin", "numpy"):
+    for name in (
+        "tensorflow",
+        "tensorflow-cpu",
+        "keras",
+        "optuna",
+        "keras-tuner",
+        "scikit-learn",
+        "dlib-bin",
+        "numpy",
+    ):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
