@@ -38,7 +38,7 @@ class SearchOutcome:
     name: str
     model: keras.Model
     config: HeadConfig
-    val_value: float  # the best trial's validation objective (mean balanced accuracy)
+    val_value: float  # the best trial's value of the study's objective, on validation
     values: tuple[float | None, ...]  # per finished trial in order; None = pruned
     epochs: int  # epochs trained over all trials
     seconds: float | None  # wall time of the search in this run; None: it had finished before (reused)
@@ -122,10 +122,3 @@ def study_outcome(
         note=f"stored head of trial {best.number}",
     )
 
-
-def trials_to_reach(values: tuple[float | None, ...], target: float) -> int | None:
-    """How many finished trials (in order) it took for a COMPLETE value to reach ``target``; None: never."""
-    for count, value in enumerate(values, start=1):
-        if value is not None and value >= target:
-            return count
-    return None
