@@ -121,4 +121,3 @@ def study_outcome(
         seconds=seconds,
         note=f"stored head of trial {best.number}",
     )
-
