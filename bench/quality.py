@@ -112,11 +112,16 @@ def locked(path: Path) -> Iterator[dict[str, Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.with_suffix(".lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        content = json.loads(path.read_text()) if path.exists() else {}
+        content = read_results(path)
         yield content
         partial = path.with_suffix(".tmp")
         partial.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
         partial.replace(path)
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    """The results file's content, without the lock: every write replaces the whole file atomically."""
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def check_header(content: dict[str, Any], header: dict[str, Any]) -> None:
@@ -175,9 +180,7 @@ def _cpu_seconds() -> float:
 
 
 def write_report(path: Path) -> None:
-    with locked(path) as content:
-        text = render(content)
-    path.with_suffix(".md").write_text(text)
+    path.with_suffix(".md").write_text(render(read_results(path)))  # no lock held while it bootstraps
     print(f"wrote {path.with_suffix('.md')}", flush=True)
 
 
@@ -211,10 +214,9 @@ def main() -> None:
         budget = Budget(args.trials, args.epochs, seed, cache_dir, args.workdir)
         for method in args.methods:
             key = f"{method}/{seed}"
-            with locked(args.results) as content:
-                if key in content["runs"]:
-                    print(f"{key}: in {args.results} already", flush=True)
-                    continue
+            if key in read_results(args.results)["runs"]:
+                print(f"{key}: in {args.results} already", flush=True)
+                continue
             result, load, cpu = run_one(method, arrays, budget)
             record = entry(method, seed, result, labels, load) | {"cpu_seconds": cpu, "argv": sys.argv}
             with locked(args.results) as content:
