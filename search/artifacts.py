@@ -55,6 +55,19 @@ def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
 
 
+def _feasible_finished(study: optuna.Study, settings: StudySettings) -> list[FrozenTrial]:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [t for t in complete if settings.feasible(t)]
+
+
+def _outranked(values: Sequence[float], finished: Sequence[FrozenTrial], settings: StudySettings) -> bool:
+    # At least keep_heads finished trials are strictly better (ties count for the trial), or, in a Pareto
+    # study, one dominates it. Trials only ever get added, so an outranked trial stays outranked.
+    if len(values) > 1:
+        return any(_dominates(t.values, values) for t in finished)
+    return sum(1 for t in finished if t.values[0] > values[0]) >= settings.keep_heads
+
+
 def deserves_head(study: optuna.Study, values: Sequence[float], settings: StudySettings, gap: float) -> bool:
     """Whether a trial with ``values`` and max per-group ``gap`` keeps its head: it is feasible and ranks
     among the ``settings.keep_heads`` best feasible trials finished so far (ties count), or, in a Pareto
@@ -65,12 +78,47 @@ def deserves_head(study: optuna.Study, values: Sequence[float], settings: StudyS
     """
     if settings.max_gap is not None and gap > settings.max_gap:
         return False
-    finished = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if settings.feasible(t)
+    return not _outranked(values, _feasible_finished(study, settings), settings)
+
+
+def head_removed(study: optuna.Study, trial: FrozenTrial, settings: StudySettings) -> bool:
+    """Whether ``trial``'s stored head is one `remove_outranked_heads` deletes (or has deleted)."""
+    return trial.number not in {t.number for t in kept_heads(study, settings)}
+
+
+def kept_heads(study: optuna.Study, settings: StudySettings) -> list[FrozenTrial]:
+    """The COMPLETE trials with a stored head that still rank among the ``keep_heads`` best feasible
+    trials (ties count), or, in a Pareto study, that no feasible trial dominates; in trial order."""
+    finished = _feasible_finished(study, settings)
+    return [
+        t
+        for t in finished
+        if t.user_attrs.get(ARTIFACT_ATTR) and not _outranked(t.values, finished, settings)
     ]
-    if len(values) > 1:
-        return not any(_dominates(t.values, values) for t in finished)
-    return sum(1 for t in finished if t.values[0] > values[0]) < settings.keep_heads
+
+
+def remove_outranked_heads(study: optuna.Study, settings: StudySettings, artifact_dir: Path) -> list[int]:
+    """Delete the stored heads of the trials that no longer rank among the ``keep_heads`` best (or, in a
+    Pareto study, that a later trial dominates); the numbers of the trials whose head was deleted.
+
+    The artifact store then holds about ``keep_heads`` heads however long the study runs (more only on
+    ties), and every head an ensemble or `best_trial` can pick is still there. A head another worker
+    removed first is skipped. The trial keeps its artifact id: its head is gone, its parameters are not
+    (``export-best --trial N --retrain`` trains it again).
+    """
+    kept = {t.number for t in kept_heads(study, settings)}
+    store = artifact_store(artifact_dir)
+    removed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        artifact_id = trial.user_attrs.get(ARTIFACT_ATTR)
+        if not artifact_id or trial.number in kept:
+            continue
+        try:
+            store.remove(artifact_id)
+        except ArtifactNotFound:
+            continue
+        removed.append(trial.number)
+    return removed
 
 
 def store_head(trial: optuna.Trial, model: keras.Model, artifact_dir: Path) -> str:
@@ -143,6 +191,12 @@ def load_best_head(
                 artifact_id=artifact_id,
             )
         except ArtifactNotFound:
+            settings = StudySettings.from_dict(study.user_attrs[SETTINGS_ATTR])
+            if head_removed(study, chosen, settings):
+                raise StudyError(
+                    f"the head of trial {chosen.number} was removed when it fell out of the study's "
+                    f"{settings.keep_heads} best (--keep-heads); use --retrain to train it again"
+                ) from None
             raise StudyError(
                 f"the head of trial {chosen.number} (artifact {artifact_id}) is not in {artifact_dir}; "
                 "point --artifacts (HPO_ARTIFACTS) at the directory the workers wrote, or use --retrain"

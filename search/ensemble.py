@@ -1,9 +1,10 @@
 """`hpo export-best --ensemble K`: greedy selection over the study's stored heads, scored by its objective.
 
-The candidates are the feasible COMPLETE trials whose worker stored a head (each trial that ranked among
-``keep_heads`` best when it finished), best first. Selection with replacement (Caruana et al., ICML 2004)
-runs on the cache's validation split with the study's own objective, so the ensemble is judged by what
-the search maximised, on the split the search scored on; the test split stays untouched.
+The candidates are the heads the workers keep: those of the ``keep_heads`` best feasible COMPLETE trials
+(of a Pareto study: the feasible front), best first; workers delete the heads that fall out. Selection
+with replacement (Caruana et al., ICML 2004) runs on the cache's validation split with the study's own
+objective, so the ensemble is judged by what the search maximised, on the split the search scored on; the
+test split stays untouched.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from data.cache import Cache
-from search.artifacts import load_best_head
+from search.artifacts import head_removed, kept_heads, load_best_head
 from search.errors import StudyError
-from search.records import ARTIFACT_ATTR, StudyRecord
+from search.records import StudyRecord
 
 if TYPE_CHECKING:
     import keras
@@ -48,12 +49,9 @@ class EnsembleChoice:
 
 
 def candidate_trials(study: optuna.Study, record: StudyRecord) -> list[FrozenTrial]:
-    """The feasible COMPLETE trials with a stored head, best (mean value) first, lowest number on ties."""
-    stored = [
-        trial
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if trial.user_attrs.get(ARTIFACT_ATTR) and record.settings.feasible(trial)
-    ]
+    """The trials whose stored head the workers keep (`kept_heads`), best (mean value) first, lowest
+    number on ties."""
+    stored = kept_heads(study, record.settings)
     return sorted(stored, key=lambda t: (-sum(t.values) / len(t.values), t.number))
 
 
@@ -64,13 +62,7 @@ def select_stored_heads(
     from model.ensemble import select_ensemble
     from model.predict import head_outputs
 
-    trials = candidate_trials(study, record)[: record.settings.keep_heads]
-    if not trials:
-        raise StudyError(
-            f"study {study.study_name!r} has no stored head to build an ensemble from; run `hpo worker` "
-            "first."
-        )
-    loaded = [load_best_head(study, artifact_dir, trial.number) for trial in trials]
+    trials, loaded = _load_candidates(study, record, artifact_dir)
     embeddings, labels = cache.embeddings("val"), cache.labels("val").astype(np.int64)
     outputs = [head_outputs(model, embeddings) for model, _, _ in loaded]
     selection = select_ensemble(outputs, lambda averaged: _objective(record, averaged, labels), size)
@@ -80,6 +72,27 @@ def select_stored_heads(
         if weight > 0
     )
     return EnsembleChoice(members, candidates=len(trials), value=selection.score)
+
+
+def _load_candidates(
+    study: optuna.Study, record: StudyRecord, artifact_dir: Path
+) -> tuple[list[FrozenTrial], list[tuple[keras.Model, HeadConfig, FrozenTrial]]]:
+    # A worker may delete a candidate's head between the listing and the download, when a trial that
+    # finished meanwhile pushes it out of the best: then list again (a running study settles in a try).
+    tries = 3
+    while True:
+        trials = candidate_trials(study, record)[: record.settings.keep_heads]
+        if not trials:
+            raise StudyError(
+                f"study {study.study_name!r} has no stored head to build an ensemble from; run `hpo "
+                "worker` first."
+            )
+        try:
+            return trials, [load_best_head(study, artifact_dir, trial.number) for trial in trials]
+        except StudyError:
+            tries -= 1
+            if not tries or not any(head_removed(study, t, record.settings) for t in trials):
+                raise
 
 
 def _objective(record: StudyRecord, outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> float:

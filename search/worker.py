@@ -28,10 +28,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from data.cache import Cache, open_cache
 from data.errors import HpoError
-from search.artifacts import check_artifact_store
+from search.artifacts import check_artifact_store, remove_outranked_heads
 from search.errors import SetupError, StudyError
 from search.objective import TrialAborted
-from search.records import StudyRecord, StudySettings, read_record
+from search.records import ARTIFACT_ATTR, StudyRecord, StudySettings, read_record
 from search.settings import Settings
 from search.storage import RETRY_FOR, ResilientStorage
 from search.study import check_cache, open_storage_for, open_study
@@ -149,6 +149,30 @@ def _log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     _logger.info("trial %d %s%s (%.1f s)", trial.number, trial.state.name, values, seconds)
 
 
+def head_keeper(settings: StudySettings, artifact_dir: Path) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """The callback that, after a trial stored its head, removes the heads it pushed out of the best.
+
+    A failure to remove is logged, not raised: the trial's result is already told, and the next new
+    head's callback tries again.
+    """
+
+    def keep(study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.COMPLETE or not trial.user_attrs.get(ARTIFACT_ATTR):
+            return
+        try:
+            removed = remove_outranked_heads(study, settings, artifact_dir)
+        except OSError as error:
+            _logger.warning("could not remove outranked heads from %s: %s", artifact_dir, error)
+            return
+        if removed:
+            listed = ", ".join(map(str, removed))
+            _logger.info(
+                "removed the heads of trial(s) %s: no longer among the %d best", listed, settings.keep_heads
+            )
+
+    return keep
+
+
 def run_trials(
     study: optuna.Study,
     storage: ResilientStorage,
@@ -157,8 +181,10 @@ def run_trials(
     settings: StudySettings,
     stop: StopFlag,
     poll: float = 1.0,
+    after_trial: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> int:
-    """Run trials until ``settings.budget`` trials have finished across all workers, or ``stop`` is set.
+    """Run trials until ``settings.budget`` trials have finished across all workers, or ``stop`` is set;
+    each of ``after_trial`` is called with every trial this worker finished.
 
     Returns the number of trials this worker finished. Before returning, RUNNING trials of dead workers
     are failed (and queued again), waiting at most the grace period.
@@ -174,7 +200,7 @@ def run_trials(
             stop.wait(poll)
             continue
         try:
-            study.optimize(objective, n_trials=1, callbacks=[_log_trial])
+            study.optimize(objective, n_trials=1, callbacks=[_log_trial, *after_trial])
         except TrialAborted as aborted:
             _requeue(study, aborted.number)
             _logger.info("%s; queued again", aborted)
@@ -262,7 +288,8 @@ def run_worker(spec: WorkerSpec, stop: StopFlag) -> int:
         stop_requested=stop.is_set,
     )
     _logger.info("%s on study %r: budget %d trials", worker, spec.study_name, settings.budget)
-    finished = run_trials(study, storage, objective, settings=settings, stop=stop)
+    keep = head_keeper(settings, spec.artifact_dir)
+    finished = run_trials(study, storage, objective, settings=settings, stop=stop, after_trial=[keep])
     done, _ = progress(study)
     _logger.info("finished %d trial(s); the study has %d of %d", finished, done, settings.budget)
     return finished

@@ -96,8 +96,8 @@ def study() -> None:
     type=click.IntRange(min=1),
     default=DEFAULTS.keep_heads,
     show_default=True,
-    help="Heads the workers store: every trial among this many best so far (what export-best --ensemble "
-    "selects from).",
+    help="Heads the workers keep: those of this many best trials (what export-best --ensemble selects "
+    "from); a head that falls out of them is deleted, so the artifact store stays this size.",
 )
 @pass_settings
 def create(settings: Settings, space_file: Path | None, **options: object) -> None:
