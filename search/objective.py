@@ -19,6 +19,7 @@ from search.records import (
     ARTIFACT_ATTR,
     CONFIG_ATTR,
     EPOCHS_ATTR,
+    POINT_ATTR,
     WORKER_ATTR,
     StudySettings,
     record_metrics,
@@ -77,13 +78,16 @@ class TrialRunner:
 
     def _on_epoch(self, trial: optuna.Trial) -> Callable[[int, Mapping[str, Mapping[str, float]]], None]:
         goal = self.settings.goal
+        # A queued named point (trial 0: the paper's Table II head) is what every trial is compared with,
+        # so it trains in full: Hyperband sees its curve but never stops it.
+        prunable = goal.prunable and not trial.user_attrs.get(POINT_ATTR)
 
         def report(epoch: int, metrics: Mapping[str, Mapping[str, float]]) -> None:
             if goal.prunable:
                 trial.report(goal.epoch_value(metrics), epoch)
             if self.stop_requested():
                 raise TrialAborted(trial.number, epoch)
-            if goal.prunable and trial.should_prune():
+            if prunable and trial.should_prune():
                 trial.set_user_attr(EPOCHS_ATTR, epoch + 1)
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 

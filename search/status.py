@@ -16,6 +16,7 @@ from search.records import (
     ARTIFACT_ATTR,
     EPOCHS_ATTR,
     MAX_GAP_ATTR,
+    POINT_ATTR,
     SETTINGS_ATTR,
     WORKER_ATTR,
     StudyRecord,
@@ -48,6 +49,7 @@ def study_status(study: optuna.Study, storage: ResilientStorage, record: StudyRe
         "trials_per_hour": rate,
         "eta_hours": remaining / rate if rate and remaining else (0.0 if not remaining else None),
         "best": _best(study, settings) if counts[TrialState.COMPLETE.name] else None,
+        "points": _points(trials),
         "live_workers": _live_workers(study, storage, settings.grace_period, trials),
     }
 
@@ -79,6 +81,15 @@ def _best(study: optuna.Study, settings: StudySettings) -> dict[str, Any] | None
         "groups": trial_groups(trial),
         "max_gap": trial.user_attrs.get(MAX_GAP_ATTR),
     }
+
+
+def _points(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+    """The queued named points (trial 0: the paper's head): what the best is to be compared with."""
+    return [
+        {"point": t.user_attrs[POINT_ATTR], "trial": t.number, "state": t.state.name, "values": t.values}
+        for t in trials
+        if t.user_attrs.get(POINT_ATTR)
+    ]
 
 
 def _live_workers(
@@ -115,6 +126,7 @@ def render_status(status: dict[str, Any]) -> str:
         f"{'' if not eta else f', about {eta:.1f} h to go'}",
     ]
     lines += _render_best(status["best"])
+    lines += _render_points(status["points"], status["best"])
     workers = status["live_workers"]
     lines.append(f"workers    {len(workers)} live")
     for live in workers:
@@ -144,6 +156,18 @@ def _render_best(best: dict[str, Any] | None) -> list[str]:
     ]
     if worst:
         lines.append(f"worst      {'; '.join(worst)}")
+    return lines
+
+
+def _render_points(points: list[dict[str, Any]], best: dict[str, Any] | None) -> list[str]:
+    lines = []
+    for point in points:
+        values = point["values"]
+        shown = point["state"] if values is None else ", ".join(f"{v:.4f}" for v in values)
+        line = f"{point['point']:<11}trial {point['trial']}: {shown}"
+        if values is not None and best is not None and len(values) == 1 and best["trial"] != point["trial"]:
+            line += f"  (the best is {best['values'][0] - values[0]:+.4f})"
+        lines.append(line)
     return lines
 
 

@@ -69,6 +69,7 @@ def test_status_json_and_table(
     assert report["best"]["trial"] == 1 and report["best"]["values"] == [0.75]
     assert report["best"]["metrics"]["race"] == {"accuracy": 0.5, "balanced_accuracy": 0.5, "macro_f1": 0.5}
     assert report["best"]["head_stored"] is False
+    assert report["points"] == [{"point": "paper", "trial": 0, "state": "COMPLETE", "values": [0.5]}]
     assert report["trials_per_hour"] > 0
     [live] = report["live_workers"]
     assert (live["worker"], live["trial"]) == ("host:1/3", 3)
@@ -85,6 +86,7 @@ def test_status_json_and_table(
         "           race        0.5000    0.5000    0.5000",
         "           gender      0.7500    0.7500    0.7500",
     ]
+    assert "paper      trial 0: 0.5000  (the best is +0.2500)" in lines
     assert lines[-2:] == ["workers    1 live", "           host:1/3  trial 3  " + lines[-1].split("  ")[-1]]
 
 
@@ -124,4 +126,9 @@ def test_status_of_an_empty_study_has_no_best_and_no_rate(
     assert (status["best"], status["trials_per_hour"], status["eta_hours"]) == (None, None, None)
     assert status["counts"]["WAITING"] == 1  # the paper's head, queued by create_study
     lines = render_status(status).splitlines()
-    assert lines[4:7] == ["rate       -", "best       none yet", "workers    0 live"]
+    assert lines[4:8] == [
+        "rate       -",
+        "best       none yet",
+        "paper      trial 0: WAITING",
+        "workers    0 live",
+    ]

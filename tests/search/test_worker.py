@@ -384,3 +384,26 @@ def test_worker_started_while_the_database_is_down_waits_for_it(
     assert f"study database at 127.0.0.1:{forwarder.port} unreachable" in err
     assert "waiting up to 600 s for it" in err
     assert count(trials(pg_url, study_name), TrialState.COMPLETE) == 2
+
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return True
+
+
+def test_the_queued_paper_point_trains_in_full_where_every_other_trial_is_pruned(
+    pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path, tmp_path: Path
+) -> None:
+    from model.train_data import TrainData
+    from search.objective import TrialRunner
+
+    create(pg_url, study_name, tiny_space, tiny_cache, budget=3, epochs=3, pruner="hyperband")
+    record, cache = prepare(WorkerSpec(pg_url, study_name, tiny_cache, tmp_path / "artifacts"))
+    storage = open_storage_for(pg_url, record)
+    artifacts = tmp_path / "artifacts"
+    runner = TrialRunner(record.space, TrainData.from_cache(cache), record.settings, artifacts, worker="test")
+    study = open_study(storage, study_name, pruner=AlwaysPrune())
+    assert run_trials(study, storage, runner, settings=record.settings, stop=StopFlag()) == 3
+    found = trials(pg_url, study_name)
+    assert [t.state for t in found] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.PRUNED]
+    assert found[0].user_attrs["point"] == "paper" and len(found[0].intermediate_values) == 3
