@@ -17,6 +17,9 @@ from support import HPO, Hpo
 
 from search.cli import main
 from search.errors import SetupError
+from search.objective import TrialRunner
+from search.records import StudyRecord
+from search.storage import ResilientStorage
 from search.study import open_storage_for, open_study
 from search.worker import StopFlag, WorkerSpec, prepare, run_trials
 
@@ -80,6 +83,17 @@ def create(
         "--budget", str(budget), "--epochs", str(epochs), "--pruner", pruner, "--patience", "0",
         "--heartbeat-interval", "1", "--grace-period", str(grace), *extra,
     ])  # fmt: skip
+
+
+def in_process(
+    url: str, name: str, cache_dir: Path, artifacts: Path
+) -> tuple[StudyRecord, ResilientStorage, TrialRunner]:
+    """What `run_worker` sets up before its trial loop, for a test that drives `run_trials` itself."""
+    from model.train_data import TrainData
+
+    record, cache = prepare(WorkerSpec(url, name, cache_dir, artifacts))
+    runner = TrialRunner(record.space, TrainData.from_cache(cache), record.settings, artifacts, worker="test")
+    return record, open_storage_for(url, record), runner
 
 
 def trials(url: str, name: str) -> list[FrozenTrial]:
@@ -300,16 +314,11 @@ def test_worker_fair_objective_with_max_gap_records_groups_and_constraints(
 def test_worker_setup_failure_in_a_trial_stops_it_without_burning_the_budget(
     pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path, tmp_path: Path
 ) -> None:
-    from model.train_data import TrainData
-    from search.objective import TrialRunner
-
     create(pg_url, study_name, tiny_space, tiny_cache, budget=4, epochs=1, pruner="none")
-    record, cache = prepare(WorkerSpec(pg_url, study_name, tiny_cache, tmp_path / "artifacts"))
-    storage = open_storage_for(pg_url, record)
-    # The store became a file after the start-up check, before the first best head was stored.
     store = tmp_path / "artifacts"
+    record, storage, runner = in_process(pg_url, study_name, tiny_cache, store)
+    # The store became a file after the start-up check, before the first best head was stored.
     store.write_text("not a directory")
-    runner = TrialRunner(record.space, TrainData.from_cache(cache), record.settings, store, worker="test")
     with pytest.raises(SetupError, match=rf"^cannot store the head of trial 0 in artifact store {store}: "):
         run_trials(
             open_study(storage, study_name), storage, runner, settings=record.settings, stop=StopFlag()
@@ -394,14 +403,8 @@ class AlwaysPrune(optuna.pruners.BasePruner):
 def test_the_queued_paper_point_trains_in_full_where_every_other_trial_is_pruned(
     pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path, tmp_path: Path
 ) -> None:
-    from model.train_data import TrainData
-    from search.objective import TrialRunner
-
     create(pg_url, study_name, tiny_space, tiny_cache, budget=3, epochs=3, pruner="hyperband")
-    record, cache = prepare(WorkerSpec(pg_url, study_name, tiny_cache, tmp_path / "artifacts"))
-    storage = open_storage_for(pg_url, record)
-    artifacts = tmp_path / "artifacts"
-    runner = TrialRunner(record.space, TrainData.from_cache(cache), record.settings, artifacts, worker="test")
+    record, storage, runner = in_process(pg_url, study_name, tiny_cache, tmp_path / "artifacts")
     study = open_study(storage, study_name, pruner=AlwaysPrune())
     assert run_trials(study, storage, runner, settings=record.settings, stop=StopFlag()) == 3
     found = trials(pg_url, study_name)
