@@ -165,6 +165,8 @@ def _render_points(points: list[dict[str, Any]], best: dict[str, Any] | None) ->
         values = point["values"]
         shown = point["state"] if values is None else ", ".join(f"{v:.4f}" for v in values)
         line = f"{point['point']:<11}trial {point['trial']}: {shown}"
+        if values is not None and point["state"] != TrialState.COMPLETE.name:
+            line += f" ({point['state']})"  # e.g. pruned by a version that did not spare it
         if values is not None and best is not None and len(values) == 1 and best["trial"] != point["trial"]:
             line += f"  (the best is {best['values'][0] - values[0]:+.4f})"
         lines.append(line)
