@@ -16,10 +16,12 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from multiprocessing import resource_tracker
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from data.errors import ConfigError
+from search.stopflag import StopFlag
 from search.tfquiet import import_tensorflow_quietly
 
 if TYPE_CHECKING:
@@ -87,8 +89,12 @@ def _parse_gpu_list(gpus: str) -> list[str]:
 
 
 def _child(fields: dict[str, Any]) -> None:
-    # Ctrl-C reaches the whole process group; the launcher forwards one SIGTERM, so ignore SIGINT here.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # First: a SIGTERM that came while this child started, or comes while it imports TensorFlow, is a
+    # stop, not a kill. SIGINT is ignored: Ctrl-C reaches the whole process group, and the launcher
+    # forwards it as one SIGTERM.
+    stop = StopFlag()
+    stop.install(interrupt=False)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})  # blocked by `launch`
     # Pinned before TensorFlow is imported, so CUDA only ever sees this child's GPU.
     if fields["gpu"] is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = fields["gpu"]
@@ -97,7 +103,7 @@ def _child(fields: dict[str, Any]) -> None:
     import_tensorflow_quietly()
     from search.worker import WorkerSpec, worker_main
 
-    code = worker_main(WorkerSpec(**fields))
+    code = worker_main(WorkerSpec(**fields), stop)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -106,12 +112,18 @@ def _child(fields: dict[str, Any]) -> None:
     os._exit(code)
 
 
-def launch(spec: WorkerSpec, slots: list[str], *, first_index: int = 0) -> int:
-    """Run one worker per slot (in this process when there is one) and return the exit code."""
+def launch(spec: WorkerSpec, slots: list[str], *, first_index: int = 0, stop: StopFlag | None = None) -> int:
+    """Run one worker per slot (in this process when there is one) and return the exit code.
+
+    ``stop``: the flag this process installed (`hpo worker` does, first thing): a stop already asked for
+    starts no worker, and the in-process worker honours one asked for before it began.
+    """
     from search.worker import worker_main
 
+    if stop is not None and stop.is_set():
+        return 0
     if len(slots) == 1:
-        return worker_main(dataclasses.replace(spec, index=first_index, gpu=slots[0]))
+        return worker_main(dataclasses.replace(spec, index=first_index, gpu=slots[0]), stop)
     context = multiprocessing.get_context("spawn")
     children = [
         context.Process(
@@ -121,8 +133,6 @@ def launch(spec: WorkerSpec, slots: list[str], *, first_index: int = 0) -> int:
         )
         for i, slot in enumerate(slots)
     ]
-    for child in children:
-        child.start()
 
     def forward(signum: int, frame: FrameType | None) -> None:
         for child in children:
@@ -131,6 +141,16 @@ def launch(spec: WorkerSpec, slots: list[str], *, first_index: int = 0) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    # Each child starts with both signals blocked (the mask survives exec) and unblocks them once its
+    # stop flag is installed: a stop while a child starts waits for it, rather than killing it. The
+    # resource tracker's start unblocks them, so it starts first.
+    resource_tracker.ensure_running()
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        for child in children:
+            child.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)  # a stop that came meanwhile is forwarded now
     for child in children:
         child.join()
     codes = {child.name: child.exitcode for child in children}

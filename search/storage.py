@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from search.errors import StudyError
+from search.stopflag import StopFlag
 
 RETRY_FOR = 600.0  # seconds a worker waits for a lost database before it gives up
 _FIRST_DELAY = 0.2
@@ -191,6 +192,7 @@ def open_storage(
     retry_for: float = RETRY_FOR,
     create: bool = True,
     wait: float = 0.0,
+    stop: StopFlag | None = None,
 ) -> ResilientStorage:
     """Connect to the study database (creating Optuna's tables if needed, unless ``create`` is false).
 
@@ -198,7 +200,8 @@ def open_storage(
     ``grace_period`` seconds is failed and queued again with the same parameters. ``create=False`` (the
     commands that only read or join a study) refuses a database with no studies instead of making one.
     ``wait`` is how long to wait for a server that cannot be reached yet (a worker started while the
-    database restarts). Raises StudyError naming the host and port (never the password) otherwise.
+    database restarts); a ``stop`` set meanwhile ends the wait with Stopped. Raises StudyError naming the
+    host and port (never the password) otherwise.
     """
     deadline, delay, warned = time.monotonic() + wait, _FIRST_DELAY, False
     while True:
@@ -217,7 +220,10 @@ def open_storage(
                     wait,
                 )
                 warned = True
-            time.sleep(min(delay, remaining))
+            if stop is None:
+                time.sleep(min(delay, remaining))
+            else:
+                stop.sleep(min(delay, remaining))
             delay = min(2 * delay, _MAX_DELAY)
     storage.retry_for = retry_for
     return storage

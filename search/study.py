@@ -34,6 +34,7 @@ from search.records import (
 )
 from search.settings import Settings
 from search.space import Space
+from search.stopflag import StopFlag
 from search.storage import ResilientStorage, open_storage, render_url
 
 
@@ -135,17 +136,21 @@ def open_study(
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
 
 
-def open_storage_for(url: str, record: StudyRecord | None = None, *, wait: float = 0.0) -> ResilientStorage:
+def open_storage_for(
+    url: str, record: StudyRecord | None = None, *, wait: float = 0.0, stop: StopFlag | None = None
+) -> ResilientStorage:
     """The database of an existing study (never created here), with the heartbeat the study's settings
-    ask for (none without a record); ``wait``: seconds to wait for a server not reachable yet."""
+    ask for (none without a record); ``wait``: seconds to wait for a server not reachable yet (Stopped
+    if ``stop`` is set meanwhile)."""
     if record is None:
-        return open_storage(url, create=False, wait=wait)
+        return open_storage(url, create=False, wait=wait, stop=stop)
     return open_storage(
         url,
         heartbeat_interval=record.settings.heartbeat_interval,
         grace_period=record.settings.grace_period,
         create=False,
         wait=wait,
+        stop=stop,
     )
 
 

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 import optuna
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
@@ -33,6 +30,7 @@ from search.errors import SetupError, StudyError
 from search.objective import TrialAborted
 from search.records import ARTIFACT_ATTR, StudyRecord, StudySettings, read_record
 from search.settings import Settings
+from search.stopflag import StopFlag, Stopped
 from search.storage import RETRY_FOR, ResilientStorage
 from search.study import check_cache, open_storage_for, open_study
 from search.workerlog import configure_logging
@@ -58,37 +56,6 @@ class WorkerSpec:
     def from_settings(cls, settings: Settings) -> WorkerSpec:
         """The spec of a worker on ``settings``' study, cache and artifact store."""
         return cls(settings.storage_url, settings.study, settings.cache_dir, settings.artifact_dir)
-
-
-class StopFlag:
-    """Set by the first SIGTERM/SIGINT: the worker ends its trial and exits; a second one aborts at once."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def install(self) -> None:
-        """Handle SIGTERM and SIGINT in this (main) thread."""
-        signal.signal(signal.SIGTERM, self._handle)
-        signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._event.is_set():
-            # Optuna fails the running trial on KeyboardInterrupt, so nothing stays RUNNING.
-            raise KeyboardInterrupt
-        _logger.info("%s: ending the current trial, then exiting", signal.Signals(signum).name)
-        self._event.set()
-
-    def set(self) -> None:
-        """Ask the worker to stop, as a signal would."""
-        self._event.set()
-
-    def is_set(self) -> bool:
-        """Whether a stop was asked for."""
-        return self._event.is_set()
-
-    def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``, waking early when a stop is asked for."""
-        return self._event.wait(seconds)
 
 
 def make_sampler(settings: StudySettings, index: int) -> optuna.samplers.BaseSampler:
@@ -247,11 +214,14 @@ def settle_running(study: optuna.Study, storage: ResilientStorage, settings: Stu
         time.sleep(1.0)
 
 
-def prepare(spec: WorkerSpec, *, wait: float = RETRY_FOR) -> tuple[StudyRecord, Cache]:
+def prepare(
+    spec: WorkerSpec, *, wait: float = RETRY_FOR, stop: StopFlag | None = None
+) -> tuple[StudyRecord, Cache]:
     """Check everything a worker's trials rely on, before the first: the study (waiting up to ``wait``
-    seconds for its database), the cache against the study, the artifact store. Returns the study's
-    record and the opened cache; the first problem found is an HpoError."""
-    plain = open_storage_for(spec.storage_url, wait=wait)
+    seconds for its database; Stopped if ``stop`` is set meanwhile), the cache against the study, the
+    artifact store. Returns the study's record and the opened cache; the first problem found is an
+    HpoError."""
+    plain = open_storage_for(spec.storage_url, wait=wait, stop=stop)
     try:
         study = open_study(plain, spec.study_name)
         record = read_record(study)
@@ -269,9 +239,11 @@ def run_worker(spec: WorkerSpec, stop: StopFlag) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = spec.gpu  # before TensorFlow is first imported
     from search.objective import TrialRunner
 
-    record, cache = prepare(spec)
+    record, cache = prepare(spec, stop=stop)
+    if stop.is_set():
+        raise Stopped  # before the cache is loaded
     settings = record.settings
-    storage = open_storage_for(spec.storage_url, record, wait=RETRY_FOR)
+    storage = open_storage_for(spec.storage_url, record, wait=RETRY_FOR, stop=stop)
     study = open_study(
         storage, spec.study_name, sampler=make_sampler(settings, spec.index), pruner=make_pruner(settings)
     )
@@ -295,13 +267,20 @@ def run_worker(spec: WorkerSpec, stop: StopFlag) -> int:
     return finished
 
 
-def worker_main(spec: WorkerSpec) -> int:
-    """A worker process's body: exit code 0 when done or stopped, 2 on a user error, 130 when aborted."""
+def worker_main(spec: WorkerSpec, stop: StopFlag | None = None) -> int:
+    """A worker process's body: exit code 0 when done or stopped, 2 on a user error, 130 when aborted.
+
+    ``stop``: a flag its process installed earlier (a launcher's child does, before its imports); by
+    default one is installed here.
+    """
     configure_logging(spec.index)
-    stop = StopFlag()
-    stop.install()
+    if stop is None:
+        stop = StopFlag()
+        stop.install()
     try:
         run_worker(spec, stop)
+    except Stopped:
+        _logger.info("stopped before the first trial")
     except HpoError as error:
         print(f"hpo: error: {error}", file=sys.stderr, flush=True)
         return 2

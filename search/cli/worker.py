@@ -15,6 +15,7 @@ from search.cli.options import (
     workdir_option,
 )
 from search.settings import Settings
+from search.stopflag import StopFlag, Stopped
 from search.tfquiet import import_tensorflow_quietly
 
 
@@ -61,14 +62,20 @@ def worker(
     \b
     Example:  hpo worker --storage postgresql+psycopg2://hpo:PW@db:5432/hpo --gpus all --per-gpu 2
     """
+    stop = StopFlag()
+    stop.install()  # first: a stop while TensorFlow loads or the database is awaited ends this cleanly
     import_tensorflow_quietly()
     from search.launcher import describe_slots, launch, plan_slots
     from search.worker import WorkerSpec, prepare
 
     slots = plan_slots(gpus or "all", per_gpu=per_gpu, n_workers=n_workers)
     spec = WorkerSpec.from_settings(settings)
-    prepare(spec)  # a bad study, cache or artifact store: one line here, not one per worker process
+    try:
+        prepare(spec, stop=stop)  # a bad study, cache or artifact store: one line here, not one per worker
+    except Stopped:
+        click.echo("hpo worker: stopped while waiting for the study database; no trial ran", err=True)
+        return
     click.echo(f"hpo worker: {describe_slots(slots)}", err=True)
-    code = launch(spec, slots, first_index=first_index)
+    code = launch(spec, slots, first_index=first_index, stop=stop)
     if code:
         sys.exit(code)

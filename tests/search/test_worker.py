@@ -247,6 +247,43 @@ def test_worker_sigterm_exits_zero_and_leaves_nothing_running(
     }
 
 
+def test_worker_ctrl_c_to_the_process_group_ends_each_trial_and_exits_zero(
+    pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path, start_workers: Start
+) -> None:
+    # A terminal's Ctrl-C reaches the launcher and its children at once; the launcher forwards one
+    # SIGTERM, which a child must not take as a second signal (that aborts its trial, exit 130).
+    create(pg_url, study_name, tiny_space, tiny_cache, budget=50, epochs=30, pruner="none")
+    launcher = start_workers(study_name, "--n-workers", "2")
+    wait_for(lambda: training_trial(pg_url, study_name, before_epoch=15))
+    os.killpg(launcher.pid, signal.SIGINT)
+    code, err = finish(launcher, timeout=60)
+    assert code == 0, err
+    assert "exited" not in err and "Traceback" not in err, err
+    found = trials(pg_url, study_name)
+    assert count(found, TrialState.RUNNING) == 0
+    assert count(found, TrialState.WAITING) == count(found, TrialState.FAIL) >= 1
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def test_worker_sigterm_while_its_processes_start_exits_zero(
+    pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path, start_workers: Start
+) -> None:
+    create(pg_url, study_name, tiny_space, tiny_cache, budget=50, epochs=30, pruner="none")
+    launcher = start_workers(study_name, "--n-workers", "2")
+    # The children still import TensorFlow (seconds) when the stop comes.
+    wait_for(lambda: len(_children(launcher.pid)) >= 2, timeout=120)
+    launcher.send_signal(signal.SIGTERM)
+    code, err = finish(launcher, timeout=60)
+    assert code == 0, err
+    assert "killed" not in err and "exited" not in err, err
+    # No trial began: the queued paper point still waits.
+    assert [t.state for t in trials(pg_url, study_name)] == [TrialState.WAITING]
+
+
 def test_worker_refuses_cache_of_another_study(
     hpo: Callable[..., subprocess.CompletedProcess[str]],
     pg_url: str,
@@ -393,6 +430,32 @@ def test_worker_started_while_the_database_is_down_waits_for_it(
     assert f"study database at 127.0.0.1:{forwarder.port} unreachable" in err
     assert "waiting up to 600 s for it" in err
     assert count(trials(pg_url, study_name), TrialState.COMPLETE) == 2
+
+
+def test_worker_stopped_while_it_waits_for_the_database_exits_zero(
+    hpo_env: dict[str, str], pg_url: str, study_name: str, tiny_space: Path, tiny_cache: Path, tmp_path: Path
+) -> None:
+    create(pg_url, study_name, tiny_space, tiny_cache, budget=2, epochs=1, pruner="none")
+    port = Forwarder().port  # nothing listens there
+    url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
+    command = [str(HPO), "worker", "--storage", url, "--study", study_name, "--cache", str(tiny_cache)]
+    command += ["--artifacts", str(tmp_path / "artifacts"), "--gpus", "none"]
+    process = subprocess.Popen(command, env=hpo_env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr or ()), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("unreachable" in line for line in lines), timeout=120)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)  # not the 600 s the wait would last
+        reader.join(timeout=10)
+    finally:
+        process.kill()
+    err = "".join(lines)
+    assert code == 0, err
+    stopped = "hpo worker: stopped while waiting for the study database; no trial ran"
+    assert err.splitlines()[-1] == stopped, err
+    assert not (tmp_path / "artifacts").exists()
 
 
 class AlwaysPrune(optuna.pruners.BasePruner):
