@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,8 @@ def _fetch_vggface(cache_dir: Path, origin: str) -> Path:
     made = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+        # Keras prints its notice and progress bar on stdout, which is `hpo predict`'s JSON.
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S), contextlib.redirect_stdout(sys.stderr):
             fetched = keras.utils.get_file(
                 WEIGHTS_FILENAME, origin, cache_subdir=WEIGHTS_SUBDIR, cache_dir=str(cache_dir)
             )

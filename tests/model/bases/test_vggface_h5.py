@@ -67,12 +67,18 @@ def test_resolve_weights_vggface_uses_cached_file(tmp_path: Path) -> None:
     assert source.identity == "sha256:" + hashlib.sha256(b"cached").hexdigest()
 
 
-def test_resolve_weights_vggface_downloads_into_cache(tmp_path: Path) -> None:
+def test_resolve_weights_vggface_downloads_into_cache_saying_so_on_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     origin = tmp_path / "mirror.h5"
     origin.write_bytes(b"published")
     source = resolve_weights("vggface", cache_dir=tmp_path / "keras", origin=origin.as_uri())
     assert source.path == _cached(tmp_path / "keras")
     assert source.path.read_bytes() == b"published"
+    # Keras' notice and progress bar go to stderr: stdout is `hpo predict`'s JSON.
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert f"Downloading data from {origin.as_uri()}" in err
 
 
 def test_resolve_weights_vggface_offline_says_so(tmp_path: Path) -> None:
