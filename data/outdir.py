@@ -3,7 +3,7 @@
 The checks run where the path enters, before anything is read, computed or created. A directory written
 with :func:`staged_dir` is built in a hidden sibling and renamed into place, so a reader never sees half
 of it; the sibling is removed on an error, Ctrl-C or SIGTERM, and a later run removes those of processes
-that were killed outright.
+that were killed outright. Parent directories made for it go too when it fails.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def staged_dir(out: Path, *, on_step: Callable[[str], None] = lambda message: No
     for stale in sweep_staged(out):
         on_step(f"removed {stale}, left by a process that was killed")
     staged = out.with_name(f"{_staged_prefix(out)}{socket.gethostname()}-{os.getpid()}")
+    missing = [folder for folder in out.parents if not folder.exists()]  # innermost first
     try:
         with _sigterm_interrupts():
             yield staged
@@ -71,6 +72,10 @@ def staged_dir(out: Path, *, on_step: Callable[[str], None] = lambda message: No
             staged.rename(out)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
+        if not out.exists():  # a failed write leaves the tree as it found it
+            for folder in missing:
+                with contextlib.suppress(OSError):  # not empty: someone else's files are there now
+                    folder.rmdir()
 
 
 def sweep_staged(out: Path) -> list[Path]:

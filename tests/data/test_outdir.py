@@ -64,6 +64,19 @@ def test_staged_dir_removed_on_error_and_on_sigterm(tmp_path: Path) -> None:
     assert signal.getsignal(signal.SIGTERM) == previous
 
 
+def test_staged_dir_failing_removes_the_parents_it_needed_and_only_those(tmp_path: Path) -> None:
+    (tmp_path / "exports").mkdir()
+    out = tmp_path / "exports" / "runs" / "today" / "best"
+    with pytest.raises(RuntimeError), staged_dir(out) as staged:
+        (staged / "part").mkdir(parents=True)
+        raise RuntimeError("disk full")
+    assert [p.name for p in tmp_path.iterdir()] == ["exports"]
+    assert list((tmp_path / "exports").iterdir()) == []
+    with staged_dir(out) as staged:
+        (staged / "model").mkdir(parents=True)
+    assert (out / "model").is_dir()
+
+
 def test_sweep_removes_only_dead_processes_partials_of_this_host(tmp_path: Path) -> None:
     host, dead = socket.gethostname(), dead_pid()
     names = {
