@@ -9,12 +9,14 @@ lists one group per layer; each group's ``weight_names`` attribute lists its dat
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import h5py
 import keras
@@ -101,7 +103,7 @@ def _fetch_vggface(cache_dir: Path, origin: str) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Keras prints its notice and progress bar on stdout, which is `hpo predict`'s JSON.
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S), contextlib.redirect_stdout(sys.stderr):
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S), contextlib.redirect_stdout(_Connected(sys.stderr)):
             fetched = keras.utils.get_file(
                 WEIGHTS_FILENAME, origin, cache_subdir=WEIGHTS_SUBDIR, cache_dir=str(cache_dir)
             )
@@ -114,6 +116,31 @@ def _fetch_vggface(cache_dir: Path, origin: str) -> Path:
             f"failed: {error}. No network? Put {WEIGHTS_FILENAME} at {target}, or {_FIX}."
         ) from error
     return Path(fetched)
+
+
+class _Connected(io.TextIOBase):
+    """Writes to ``sink``, holding back the first line until more follows.
+
+    Keras announces a download before it connects, then draws its progress bar: offline, the error
+    stays the one line a failed command prints; online, the notice comes with the bar.
+    """
+
+    def __init__(self, sink: TextIO) -> None:
+        self._sink = sink
+        self._held: str | None = ""
+
+    def write(self, text: str) -> int:
+        if self._held is None:
+            return self._sink.write(text)
+        if "\n" not in self._held:
+            self._held += text
+            return len(text)
+        self._sink.write(self._held)
+        self._held = None
+        return self._sink.write(text)
+
+    def flush(self) -> None:
+        self._sink.flush()
 
 
 @contextlib.contextmanager

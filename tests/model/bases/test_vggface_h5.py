@@ -81,7 +81,7 @@ def test_resolve_weights_vggface_downloads_into_cache_saying_so_on_stderr(
     assert f"Downloading data from {origin.as_uri()}" in err
 
 
-def test_resolve_weights_vggface_offline_says_so(tmp_path: Path) -> None:
+def test_resolve_weights_vggface_offline_says_so(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     expected = (
         r"not in the Keras cache \(.*models/vggface/rcmalli_vggface_tf_notop_vgg16\.h5\) and "
         r"downloading them from http://127\.0\.0\.1:1/none\.h5 failed: .*"
@@ -91,6 +91,8 @@ def test_resolve_weights_vggface_offline_says_so(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match=expected):
         resolve_weights("vggface", cache_dir=tmp_path, origin="http://127.0.0.1:1/none.h5")
     assert list(tmp_path.iterdir()) == []  # the folders made for the download are removed again
+    # Keras' "Downloading data from" notice is held back until bytes come: the error alone is printed.
+    assert capfd.readouterr() == ("", "")
 
 
 def test_resolve_weights_vggface_default_cache_is_keras_home(tmp_path: Path) -> None:
