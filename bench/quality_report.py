@@ -195,11 +195,16 @@ def render(content: Mapping[str, Any], rounds: int = BOOTSTRAP_ROUNDS) -> str:
         met = [seed for seed, line in judged.items() if line.startswith(f"{name} met")]
         maybe = [seed for seed, line in judged.items() if line.startswith(f"{name} provisionally met")]
         out.append(
-            f"- {name}: met on seeds {met or 'none'} of the seeds judged, {sorted(judged) or 'none'}"
-            + (f" (provisionally on {maybe}: a baseline not run yet)" if maybe else "")
+            f"- {name}: met on {len(met)} of {len(judged)} seed(s) judged ({_seeds(sorted(judged))})"
+            + (f": seed(s) {_seeds(met)}" if met else "")
+            + (f" (provisionally on {_seeds(maybe)}: a baseline not run yet)" if maybe else "")
         )
     return "\n".join(out) + "\n"
 
 
 def _order(run: Mapping[str, Any]) -> str:
     return run["label"]
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ", ".join(map(str, seeds)) or "none"

@@ -127,6 +127,6 @@ def test_render_lists_every_seed_and_counts_the_seeds_that_met_a_goal() -> None:
                 content["runs"][f"{method}/{seed}"] = entry | {"seed": seed}
     text = render(content, ROUNDS)
     assert "## Seed 0" in text and "## Seed 1" in text
-    assert "- goal 1: met on seeds [0] of the seeds judged, [0, 1, 2] (provisionally on [2]" in text
-    assert "- goal 3: met on seeds [0, 1, 2] of the seeds judged, [0, 1, 2]" in text
+    assert "- goal 1: met on 1 of 3 seed(s) judged (0, 1, 2): seed(s) 0 (provisionally on 2: a" in text
+    assert "- goal 3: met on 3 of 3 seed(s) judged (0, 1, 2): seed(s) 0, 1, 2\n" in text
     assert render({"runs": {}}) == "no results yet\n"
