@@ -56,6 +56,18 @@ def check_new_dir(path: Path, *, flag: str) -> None:
         )
 
 
+def absent_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, innermost first: what making it will create."""
+    return [path for path in (folder, *folder.parents) if not path.exists()]
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (innermost first) that is empty; one that is not stays."""
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty: someone else's files are there now
+            folder.rmdir()
+
+
 @contextlib.contextmanager
 def staged_dir(out: Path, *, on_step: Callable[[str], None] = lambda message: None) -> Iterator[Path]:
     """Yield a new hidden directory beside ``out`` (empty or absent) to write into; renamed to ``out`` at
@@ -63,7 +75,7 @@ def staged_dir(out: Path, *, on_step: Callable[[str], None] = lambda message: No
     for stale in sweep_staged(out):
         on_step(f"removed {stale}, left by a process that was killed")
     staged = out.with_name(f"{_staged_prefix(out)}{socket.gethostname()}-{os.getpid()}")
-    missing = [folder for folder in out.parents if not folder.exists()]  # innermost first
+    missing = absent_folders(out.parent)
     try:
         with _sigterm_interrupts():
             yield staged
@@ -73,9 +85,7 @@ def staged_dir(out: Path, *, on_step: Callable[[str], None] = lambda message: No
     finally:
         shutil.rmtree(staged, ignore_errors=True)
         if not out.exists():  # a failed write leaves the tree as it found it
-            for folder in missing:
-                with contextlib.suppress(OSError):  # not empty: someone else's files are there now
-                    folder.rmdir()
+            remove_empty(missing)
 
 
 def sweep_staged(out: Path) -> list[Path]:

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 from keras.src.backend.config import keras_home
 
+from data.outdir import absent_folders, remove_empty
 from model.bases.base import file_sha256
 from model.errors import WeightsError
 
@@ -99,7 +100,7 @@ def _fetch_vggface(cache_dir: Path, origin: str) -> Path:
         return target
     # get_file silently falls back to /tmp/.keras when cache_dir does not exist yet: make the folders,
     # and remove those made here again if the download fails (an empty models/vggface helps no one).
-    made = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
+    made = absent_folders(target.parent)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Keras prints its notice and progress bar on stdout, which is `hpo predict`'s JSON.
@@ -108,9 +109,7 @@ def _fetch_vggface(cache_dir: Path, origin: str) -> Path:
                 WEIGHTS_FILENAME, origin, cache_subdir=WEIGHTS_SUBDIR, cache_dir=str(cache_dir)
             )
     except Exception as error:  # get_file raises a bare Exception for every URL failure
-        for folder in made:  # innermost first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_empty(made)
         raise WeightsError(
             f"the VGG-Face weights are not in the Keras cache ({target}) and downloading them from {origin} "
             f"failed: {error}. No network? Put {WEIGHTS_FILENAME} at {target}, or {_FIX}."
